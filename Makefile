@@ -1,0 +1,31 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+# TORCH pins the CPU build on this project's machines; on a CUDA machine use e.g.
+#   make demo TORCH="torch"
+PY ?= python3
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+BIN := $(VENV)/bin
+RESULTS ?= runs/demo.sqlite
+
+.PHONY: setup demo test test-all
+
+$(BIN)/valbench: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/valbench
+
+demo: setup
+	$(BIN)/valbench run --valuers random --datasets adult --corruptions labels,features --seeds 5 --results $(RESULTS)
+	$(BIN)/valbench table 1 --results $(RESULTS)
+	$(BIN)/valbench table 2 --results $(RESULTS)
+	$(BIN)/valbench table 3 --results $(RESULTS)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ""

@@ -1,0 +1,1 @@
+"""valbench built-in plugins (registered through the valbench entry-point group)."""

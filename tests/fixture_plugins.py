@@ -1,0 +1,77 @@
+"""Test-only plugins: valuers that misbehave, to prove the harness isolates them."""
+from __future__ import annotations
+
+import numpy as np
+
+from valbench import hookimpl
+
+
+class Boom:
+    name = "boom"
+
+    def __init__(self) -> None:
+        pass
+
+    def value(self, task):
+        raise RuntimeError("boom on purpose")
+
+
+class WrongShape:
+    name = "wrong-shape"
+
+    def __init__(self) -> None:
+        pass
+
+    def value(self, task):
+        return np.zeros(len(task.source) + 1)
+
+
+class NaNValues:
+    name = "nan-values"
+
+    def __init__(self) -> None:
+        pass
+
+    def value(self, task):
+        v = np.zeros(len(task.source))
+        v[0] = np.nan
+        return v
+
+
+class Oracle:
+    """Cheats through nothing: values = agreement of the label with a nearest-centroid
+    classifier fitted on the target set (a legitimate, simple valuer)."""
+
+    name = "centroid"
+
+    def __init__(self, *, sharpness: float = 1.0) -> None:
+        self.sharpness = sharpness
+
+    def value(self, task):
+        t = task.target
+        centroids = np.stack([t.x[t.y == c].mean(axis=0) for c in range(task.n_classes)])
+        d = ((task.source.x[:, None, :] - centroids[None]) ** 2).sum(-1)
+        return -self.sharpness * d[np.arange(len(d)), task.source.y]
+
+
+class Recorder:
+    """Observer plugin: records job hooks."""
+
+    started: list = []
+    finished: list = []
+
+
+@hookimpl
+def register_valuers(register):
+    for cls in (Boom, WrongShape, NaNValues, Oracle):
+        register(cls)
+
+
+@hookimpl
+def valbench_job_started(job):
+    Recorder.started.append(job.key)
+
+
+@hookimpl
+def valbench_job_finished(job, result):
+    Recorder.finished.append((job.key, result.status))

@@ -1,0 +1,138 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from valbench import hookimpl
+from valbench.errors import PluginError
+from valbench.plugins import build_registry, check_plugin_class
+
+
+def test_builtins_come_through_the_entry_point_group(registry):
+    infos = {(p.kind, p.name): p for p in registry.all()}
+    for key in [("valuer", "random"), ("corruption", "labels"), ("corruption", "features"),
+                ("metric", "corruption-auroc"), ("metric", "noise-spearman"), ("dataset", "adult"),
+                ("dataset", "synthetic")]:
+        assert key in infos, key
+        assert infos[key].distribution == "valbench"
+    import importlib.metadata as md
+
+    eps = {ep.name for ep in md.entry_points(group="valbench") if ep.dist.name == "valbench"}
+    assert {"random", "labels", "features", "adult"} <= eps
+
+
+class Good:
+    name = "good"
+
+    def __init__(self, *, k: int = 1):
+        self.k = k
+
+    def value(self, task):
+        return None
+
+
+def test_check_plugin_class_accepts_good():
+    check_plugin_class("valuer", Good)
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ({"name": "Bad"}, "lowercase"),
+    ({"name": None}, "class attribute 'name'"),
+    ({"name": "x", "value": None}, "no method 'value'"),
+])
+def test_check_plugin_class_rejects(attrs, message):
+    cls = type("C", (Good,), attrs)
+    with pytest.raises(PluginError, match=message):
+        check_plugin_class("valuer", cls)
+
+
+def test_positional_parameters_are_rejected():
+    class Pos:
+        name = "pos"
+
+        def __init__(self, k=1):
+            pass
+
+        def value(self, task):
+            pass
+
+    with pytest.raises(PluginError, match="keyword-only"):
+        check_plugin_class("valuer", Pos)
+
+
+def test_duplicate_names_are_rejected():
+    class Dup:
+        @hookimpl
+        def register_valuers(self, register):
+            class R:
+                name = "random"
+
+                def __init__(self):
+                    pass
+
+                def value(self, task):
+                    pass
+
+            register(R)
+
+    with pytest.raises(PluginError, match="registered twice"):
+        build_registry(extra=[Dup()])
+
+
+def test_unknown_hook_names_are_rejected():
+    class Typo:
+        @hookimpl
+        def register_valuer(self, register):  # missing 's'
+            pass
+
+    with pytest.raises(PluginError, match="register_valuer"):
+        build_registry(extra=[Typo()])
+
+
+def test_observer_hooks_fire(fixture_registry, tmp_path):
+    from tests.fixture_plugins import Recorder
+    from valbench import api
+    from valbench.grid import build_experiment
+
+    Recorder.started.clear()
+    Recorder.finished.clear()
+    exp = build_experiment({"datasets": "synthetic", "corruptions": "labels", "valuers": "random,boom", "seeds": 1})
+    api.run(exp, tmp_path / "r.sqlite", registry=fixture_registry, device="cpu")
+    assert len(Recorder.started) == 2
+    assert sorted(s for _, s in Recorder.finished) == ["failed", "ok"]
+
+
+THIRD_PARTY = textwrap.dedent('''
+    import numpy as np
+    from valbench import hookimpl
+
+    class Constant:
+        name = "thirdparty-constant"
+        def __init__(self, *, level: float = 1.0):
+            self.level = level
+        def value(self, task):
+            return np.full(len(task.source), self.level)
+
+    @hookimpl
+    def register_valuers(register):
+        register(Constant)
+''')
+
+
+def test_third_party_distribution_and_autoload_switch(tmp_path):
+    """A pip-installed plugin (a real dist-info with an entry point) is found; the
+    environment switch turns third-party autoloading off but keeps the built-ins."""
+    (tmp_path / "tp_plugin.py").write_text(THIRD_PARTY)
+    dist = tmp_path / "tp_plugin-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tp-plugin\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text("[valbench]\nconstant = tp_plugin\n")
+    code = ("import sys; sys.path.insert(0, %r); from valbench.plugins import build_registry; "
+            "r = build_registry(); print(sorted(r.names('valuer'))); "
+            "print([(p.distribution, p.version) for p in r.all() if p.name == 'thirdparty-constant'])") % str(tmp_path)
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "thirdparty-constant" in on.stdout and "('tp-plugin', '0.3')" in on.stdout
+    env = {"VALBENCH_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": ""}
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert "thirdparty-constant" not in off.stdout and "random" in off.stdout

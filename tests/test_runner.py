@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from valbench.errors import DataError
+from valbench.grid import build_experiment, expand
+from valbench.runner import CellCache, run_job
+
+
+def jobs_for(registry, **raw):
+    raw = {"datasets": "synthetic", "corruptions": "labels", "valuers": "random", "seeds": 1, **raw}
+    return expand(build_experiment(raw), registry, "cpu")
+
+
+def test_job_key_ignores_order_and_explicit_defaults(registry):
+    a = jobs_for(registry, valuers="random", corruptions="labels,features")
+    b = jobs_for(registry, valuers="random", corruptions="features,labels[rate=0.2]")
+    assert {j.key for j in a} == {j.key for j in b}
+    c = jobs_for(registry, corruptions="labels[rate=0.3]")
+    assert c[0].key not in {j.key for j in a}
+
+
+def test_pairing_same_seed_same_data_for_every_valuer(fixture_registry):
+    jobs = jobs_for(fixture_registry, valuers="random,centroid", seeds=2)
+    by = {(j.valuer.name, j.seed): j for j in jobs}
+    for seed in (0, 1):
+        # separate caches: pairing must not depend on sharing a process or cache
+        ca, cb = CellCache().cell(by["random", seed]), CellCache().cell(by["centroid", seed])
+        assert np.array_equal(ca.source.x, cb.source.x) and np.array_equal(ca.source.y, cb.source.y)
+        assert np.array_equal(ca.target.x, cb.target.x) and np.array_equal(ca.truth.values, cb.truth.values)
+        wa = ca.learner.build(seed).state_dict()
+        wb = cb.learner.build(seed).state_dict()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c0, c1 = CellCache().cell(by["random", 0]), CellCache().cell(by["random", 1])
+    assert not np.array_equal(c0.truth.values, c1.truth.values)
+
+
+def test_values_are_reproducible(fixture_registry):
+    for name in ("random", "centroid"):
+        (job,) = jobs_for(fixture_registry, valuers=name)
+        r1, r2 = run_job(job, CellCache()), run_job(job, CellCache())
+        assert r1.status == "ok" and np.array_equal(r1.values, r2.values)
+
+
+def test_centroid_valuer_beats_chance(fixture_registry):
+    (job,) = jobs_for(fixture_registry, valuers="centroid")
+    r = run_job(job, CellCache())
+    assert r.scores["corruption-auroc"] > 0.8
+    assert r.timing.wall_s >= 0 and r.timing.threads >= 1
+
+
+@pytest.mark.parametrize("valuer, message", [
+    ("boom", "boom on purpose"),
+    ("wrong-shape", "expected (200,)"),
+    ("nan-values", "1 of 200 values are NaN"),
+])
+def test_valuer_failures_are_isolated(fixture_registry, valuer, message):
+    (job,) = jobs_for(fixture_registry, valuers=valuer)
+    r = run_job(job, CellCache())
+    assert r.status == "failed" and message in r.error and r.values is None
+
+
+def test_inputs_are_read_only(registry):
+    (job,) = jobs_for(registry)
+    cell = CellCache().cell(job)
+    with pytest.raises(ValueError):
+        cell.source.x[0, 0] = 1.0
+
+
+def test_unsupervised_mode_reconstructs_noisy_source(registry):
+    (job,) = jobs_for(registry, corruptions="features", mode="unsupervised")
+    cell = CellCache().cell(job)
+    assert cell.n_classes is None and cell.metric == "r2"
+    assert np.array_equal(cell.source.x, cell.source.y)  # target of a noisy sample is itself
+    assert not cell.learner.supervised
+
+
+def test_labels_corruption_refused_without_labels(registry):
+    from valbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs labels"):
+        jobs_for(registry, mode="unsupervised")

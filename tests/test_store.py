@@ -1,0 +1,62 @@
+import sqlite3
+
+import numpy as np
+import pytest
+
+from valbench import api
+from valbench.errors import StoreError
+from valbench.grid import build_experiment
+from valbench.store import Store, open_existing
+
+EXP = {"datasets": "synthetic", "corruptions": "labels", "valuers": "random", "seeds": 2}
+
+
+def test_store_round_trip_and_skip(tmp_path):
+    path = tmp_path / "r.sqlite"
+    s1 = api.run(build_experiment(EXP), path, device="cpu")
+    assert (s1.jobs, s1.ok, s1.skipped) == (2, 2, 0)
+    s2 = api.run(build_experiment(EXP), path, device="cpu")
+    assert (s2.ok, s2.skipped) == (0, 2)
+    with open_existing(path) as store:
+        df = store.results()
+        attempts = store.attempts()
+        assert len(df) == 2 and len(attempts) == 2
+        assert df["corruption-auroc"].between(0, 1).all()
+        values, truth, kind = store.load_values(df["values_file"][0])
+        assert values.shape == (200,) and kind == "mask" and truth.sum() == 40
+        prov = attempts["provenance"][0]
+        for key in ("torch", "numpy", "python", "git_commit", "device", "torch_threads", "valbench"):
+            assert key in prov
+        assert store.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_failed_jobs_are_recorded_and_retried(tmp_path, fixture_registry):
+    path = tmp_path / "r.sqlite"
+    exp = build_experiment({**EXP, "valuers": "boom", "seeds": 1})
+    assert api.run(exp, path, device="cpu", registry=fixture_registry).failed == 1
+    assert api.run(exp, path, device="cpu", registry=fixture_registry).failed == 1
+    with open_existing(path) as store:
+        a = store.attempts()
+        assert list(a["status"]) == ["failed", "failed"] and "boom on purpose" in a["error"][0]
+        assert store.results().empty
+
+
+def test_not_a_store_is_left_untouched(tmp_path):
+    text = tmp_path / "notes.sqlite"
+    text.write_text("my precious notes")
+    with pytest.raises(StoreError, match="not a valbench store"):
+        Store(text)
+    assert text.read_text() == "my precious notes"
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="SQLite file but not a valbench store"):
+        Store(other)
+    assert other.read_bytes() == before
+    with pytest.raises(StoreError, match="is a directory"):
+        Store(tmp_path)
+    with pytest.raises(StoreError, match="does not exist"):
+        open_existing(tmp_path / "missing.sqlite")

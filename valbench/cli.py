@@ -1,0 +1,156 @@
+"""valbench's command line: parse, call the API, print. Errors are one line, exit 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+from valbench.errors import ValbenchError
+
+EXAMPLE = "valbench run --valuers random --datasets adult --corruptions labels,features --seeds 5 --results runs/demo.sqlite"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="valbench", description="Benchmark data valuation methods (DVGS and baselines).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run every dataset x corruption x valuer x seed job not yet in the store",
+                       description=f"Run a grid of valuation jobs into a results store. Example: {EXAMPLE}")
+    r.add_argument("--config", help="an experiment TOML file (keys: datasets, corruptions, valuers, metrics, seeds, mode, device)")
+    r.add_argument("--datasets", help="comma-separated dataset specs, e.g. 'adult[n_source=500]'")
+    r.add_argument("--corruptions", help="comma-separated corruption specs, e.g. 'labels[rate=0.4],features'")
+    r.add_argument("--valuers", help="comma-separated valuer specs, e.g. 'random'")
+    r.add_argument("--metrics", help="metrics to score (default: every metric that fits the corruption)")
+    r.add_argument("--seeds", help="number of seeds (runs seeds 0..N-1); default 1")
+    r.add_argument("--mode", choices=["supervised", "unsupervised"], help="learning mode (default supervised)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where valuers run (default auto)")
+    r.add_argument("--workers", type=int, default=0, help="worker processes (0: run in this process)")
+    r.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
+
+    t = sub.add_parser("table", help="print the paper's Table 1, 2 or 3 from a results store")
+    t.add_argument("number", type=int, choices=[1, 2, 3])
+    t.add_argument("--results", default="runs/results.sqlite")
+    t.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    t.add_argument("--metric", help="score to show in table 1 or 2 (default: the metric declaring that table)")
+    t.add_argument("--output", help="write to this file instead of standard output")
+
+    sub.add_parser("plugins", help="list every registered plugin: kind, name, distribution, version")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from valbench import api
+    from valbench.grid import build_experiment, load_toml
+
+    raw: dict[str, Any] = load_toml(args.config) if args.config else {}
+    for key in ("datasets", "corruptions", "valuers", "metrics", "seeds", "mode", "device"):
+        value = getattr(args, key)
+        if value is not None:
+            raw[key] = value
+    if args.workers < 0:
+        raise_config(f"--workers must be >= 0, got {args.workers}")
+    exp = build_experiment(raw)
+    bar = _Progress()
+    summary = api.run(exp, args.results, device=raw.get("device", "auto"), workers=args.workers,
+                      progress=bar.update, on_plan=bar.start)
+    bar.close()
+    print(f"{summary.jobs} jobs: {summary.ok} ran, {summary.skipped} already in {args.results}, {summary.failed} failed")
+    return 1 if summary.failed else 0
+
+
+def raise_config(message: str) -> None:
+    from valbench.errors import ConfigError
+
+    raise ConfigError(message)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; one line per finished job otherwise."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.done = 0
+        self.total = 0
+
+    def start(self, jobs: int, skipped: int) -> None:
+        self.total = jobs - skipped
+        if skipped:
+            print(f"{skipped} of {jobs} jobs already finished in the store; skipping them", file=sys.stderr)
+        if sys.stderr.isatty() and self.total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="job", file=sys.stderr)
+
+    def update(self, job: Any, result: Any) -> None:
+        self.done += 1
+        scores = " ".join(f"{k}={v:.3f}" for k, v in result.scores.items())
+        wall = f"{result.timing.wall_s:.2f}s" if result.timing else "-"
+        status = result.status if result.status == "ok" else f"FAILED: {result.error}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(job.valuer.label())
+            self.bar.update(1)
+            if result.status != "ok":
+                self.bar.write(f"{job.describe()}: {status}")
+        else:
+            print(f"[{self.done}/{self.total}] {job.describe()}: {status} {wall} {scores}".rstrip(), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from valbench.plugins import build_registry
+    from valbench.report.tables import table
+    from valbench.store import open_existing
+
+    with open_existing(args.results) as store:
+        df = store.results()
+    text = table(df, args.number, build_registry(), args.format, args.metric)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from valbench.plugins import build_registry
+
+    rows = [(p.kind, p.name, p.distribution, p.version, p.module) for p in build_registry().all()]
+    print(tabulate(rows, headers=["kind", "name", "distribution", "version", "module"], tablefmt="simple"))
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ValbenchError as exc:
+        print(f"valbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("valbench: interrupted; finished jobs are kept in the store", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in valbench or a plugin: still one line unless asked
+        if os.environ.get("VALBENCH_DEBUG"):
+            raise
+        print(f"valbench: internal error: {type(exc).__name__}: {exc} (set VALBENCH_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Experiment config -> the list of jobs (dataset x corruption x valuer x seed).
+
+A job's key is a hash of its canonical resolved configuration: plugin names, versions
+and every parameter with defaults filled in, the dataset's content fingerprint, seed,
+learning mode and device type. Order on the command line never changes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from valbench.errors import ConfigError
+from valbench.params import PluginSpec, Resolved, parse_spec, resolve, split_list
+from valbench.plugins import Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MODES = ("supervised", "unsupervised")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What the user asked for, before resolution against the registry."""
+
+    datasets: tuple[PluginSpec, ...]
+    corruptions: tuple[PluginSpec, ...]
+    valuers: tuple[PluginSpec, ...]
+    seeds: tuple[int, ...] = (0,)
+    mode: str = "supervised"
+    metrics: tuple[PluginSpec, ...] = ()  # empty: every metric that fits the corruption's truth
+
+    def __post_init__(self) -> None:
+        for kind in ("datasets", "corruptions", "valuers"):
+            if not getattr(self, kind):
+                raise ConfigError(f"no {kind} given")
+        if not self.seeds:
+            raise ConfigError("no seeds given; --seeds must be >= 1")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of the grid, fully resolved."""
+
+    dataset: Resolved
+    corruption: Resolved
+    valuer: Resolved
+    metrics: tuple[Resolved, ...]
+    seed: int
+    mode: str
+    device: str
+    fingerprint: str
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"), default=str)
+        object.__setattr__(self, "key", hashlib.sha256(blob.encode()).hexdigest())
+
+    def config(self) -> dict[str, Any]:
+        """The canonical configuration that the key hashes (metrics are not part of it)."""
+        return {
+            "dataset": {**self.dataset.config(), "fingerprint": self.fingerprint},
+            "corruption": self.corruption.config(),
+            "valuer": self.valuer.config(),
+            "seed": self.seed,
+            "mode": self.mode,
+            "device": self.device,
+        }
+
+    @property
+    def cell(self) -> tuple:
+        """Jobs with the same cell share data, corruption and initialisation."""
+        return (self.dataset.params, self.dataset.name, self.corruption.name, self.corruption.params, self.seed, self.mode)
+
+    def describe(self) -> str:
+        return f"{self.dataset.label()} / {self.corruption.label()} / {self.valuer.label()} / seed {self.seed}"
+
+
+def parse_seeds(value: Any) -> tuple[int, ...]:
+    """``5`` means seeds 0..4; a list gives the seeds themselves."""
+    if isinstance(value, bool):
+        raise ConfigError(f"seeds must be a positive count or a list of integers, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"--seeds must be a positive integer, got {value!r}") from None
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {value}")
+        return tuple(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        if len(set(value)) != len(value):
+            raise ConfigError(f"seeds list has duplicates: {value}")
+        return tuple(value)
+    raise ConfigError(f"seeds must be a positive count or a non-empty list of non-negative integers, got {value!r}")
+
+
+def specs_from(value: Any, what: str) -> tuple[PluginSpec, ...]:
+    """Plugin specs from a CLI string, or a TOML list of strings and tables."""
+    if isinstance(value, str):
+        return tuple(parse_spec(s) for s in split_list(value))
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            if isinstance(item, str):
+                out.append(parse_spec(item))
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                params = {k: v for k, v in item.items() if k != "name"}
+                bad = [k for k, v in params.items() if isinstance(v, (list, dict))]
+                if bad:
+                    raise ConfigError(f"{what} '{item['name']}': parameter '{bad[0]}' must be a scalar")
+                out.append(PluginSpec(item["name"], tuple(sorted(params.items()))))
+            else:
+                raise ConfigError(f"each entry of {what} must be a string or a table with a 'name', got {item!r}")
+        return tuple(out)
+    raise ConfigError(f"{what} must be a string or a list, got {value!r}")
+
+
+TOML_KEYS = {"datasets", "corruptions", "valuers", "metrics", "seeds", "mode", "device"}
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read an experiment file; every key is checked, unknown ones are errors."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - TOML_KEYS)
+    if unknown:
+        raise ConfigError(f"{p}: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(TOML_KEYS))}")
+    return data
+
+
+def build_experiment(raw: dict[str, Any]) -> Experiment:
+    """An Experiment from merged TOML/CLI values (strings or TOML types)."""
+    return Experiment(
+        datasets=specs_from(raw.get("datasets", []), "datasets"),
+        corruptions=specs_from(raw.get("corruptions", []), "corruptions"),
+        valuers=specs_from(raw.get("valuers", []), "valuers"),
+        metrics=specs_from(raw.get("metrics", []), "metrics"),
+        seeds=parse_seeds(raw.get("seeds", 1)),
+        mode=raw.get("mode", "supervised"),
+    )
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def _unique(items: list[Resolved]) -> list[Resolved]:
+    seen: dict[tuple, Resolved] = {}
+    for r in items:
+        seen.setdefault((r.name, r.params), r)
+    return list(seen.values())
+
+
+def expand(exp: Experiment, registry: Registry, device: str) -> list[Job]:
+    """Resolve every spec (raising ConfigError before any work) and build the jobs."""
+    datasets = _unique([resolve(registry, "dataset", s) for s in exp.datasets])
+    corruptions = _unique([resolve(registry, "corruption", s) for s in exp.corruptions])
+    valuers = _unique([resolve(registry, "valuer", s) for s in exp.valuers])
+    if exp.metrics:
+        metrics = _unique([resolve(registry, "metric", s) for s in exp.metrics])
+    else:
+        metrics = [resolve(registry, "metric", n) for n in registry.names("metric")]
+    if exp.mode == "unsupervised":
+        for r in [*corruptions, *valuers]:
+            if getattr(r.info.cls, "supervised_only", False):
+                raise ConfigError(f"{r.info.kind} '{r.name}' needs labels and cannot run in unsupervised mode")
+    for c in corruptions:
+        if not any(m.info.cls.truth_kind == c.info.cls.truth_kind for m in metrics):
+            raise ConfigError(f"no metric scores corruption '{c.name}' (truth kind '{c.info.cls.truth_kind}')")
+    fingerprints = {d.params + (d.name,): d.build().fingerprint() for d in datasets}
+    jobs = []
+    for d in datasets:
+        for c in corruptions:
+            fitting = tuple(m for m in metrics if m.info.cls.truth_kind == c.info.cls.truth_kind)
+            for v in valuers:
+                for seed in exp.seeds:
+                    jobs.append(Job(d, c, v, fitting, seed, exp.mode, device, fingerprints[d.params + (d.name,)]))
+    return jobs

@@ -1,0 +1,201 @@
+"""Shared torch building blocks: the paper's models, its training recipe, and scoring.
+
+A :class:`Learner` is the paper's "learning algorithm": an architecture plus the
+recipe that trains it. Valuers and the filtering metric share it, so a method never
+wins because it trained a different model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from valbench.seeding import derive_seed, torch_generator
+
+Architecture = Literal["mlp", "mlp-autoencoder"]
+PerformanceMetric = Literal["auroc", "accuracy", "r2"]
+
+
+class MLP(nn.Module):
+    """The paper's classifier: [Linear -> Dropout -> Mish -> Norm] x len(hidden) -> Linear.
+
+    "Norm" is a LayerNorm without affine parameters (the original applied
+    InstanceNorm1d to (batch, features), which normalises each sample on its own).
+    Outputs logits of shape (n, out_features).
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: tuple[int, ...] = (100, 100),
+                 dropout: float = 0.5, norm: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.Dropout(dropout), nn.Mish()]
+            if norm:
+                layers.append(nn.LayerNorm(h, elementwise_affine=False))
+            width = h
+        layers.append(nn.Linear(width, out_features))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class MLPAutoencoder(nn.Module):
+    """The paper's expression autoencoder: d -> hidden -> latent -> hidden -> d, Mish, no norm."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (250,), latent: int = 32):
+        super().__init__()
+
+        def stack(widths: list[int]) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+                layers.append(nn.Linear(a, b))
+                if i < len(widths) - 2:
+                    layers.append(nn.Mish())
+            return nn.Sequential(*layers)
+
+        self.encoder = stack([in_features, *hidden, latent])
+        self.decoder = stack([latent, *reversed(hidden), in_features])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x.flatten(1))).view_as(x)
+
+
+ARCHITECTURES: dict[str, Callable[["Learner"], nn.Module]] = {
+    "mlp": lambda l: MLP(l.in_features, l.out_features, l.hidden, l.dropout, l.norm),
+    "mlp-autoencoder": lambda l: MLPAutoencoder(l.in_features, l.hidden, l.latent),
+}
+
+
+@dataclass(frozen=True)
+class Learner:
+    """An architecture and its training recipe (defaults: the paper's ADULT/BLOG retrain).
+
+    ``supervised`` learners map x to logits over ``out_features`` classes and train with
+    cross-entropy; unsupervised ones reconstruct x and train with MSE.
+    """
+
+    architecture: str
+    in_features: int
+    out_features: int
+    hidden: tuple[int, ...] = (100, 100)
+    dropout: float = 0.5
+    norm: bool = True
+    latent: int = 32
+    lr: float = 1e-4
+    epochs: int = 200
+    batch_size: int = 250
+    class_balance: bool = False
+
+    @property
+    def supervised(self) -> bool:
+        return not self.architecture.endswith("autoencoder")
+
+    def with_recipe(self, **changes: object) -> "Learner":
+        return replace(self, **changes)
+
+    def build(self, seed: int, device: str = "cpu") -> nn.Module:
+        """A freshly initialised model; the same seed gives the same weights."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "init"))
+            model = ARCHITECTURES[self.architecture](self)
+        return model.to(device)
+
+    def loss(self, reduction: str = "mean", class_weights: torch.Tensor | None = None) -> nn.Module:
+        if self.supervised:
+            return nn.CrossEntropyLoss(weight=class_weights, reduction=reduction)
+        return _MSEPerSample(reduction)
+
+    def fit(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int, device: str = "cpu",
+            sample_weight: np.ndarray | None = None) -> nn.Module:
+        """Train ``model`` in place with this recipe (Adam, mini-batches reshuffled each epoch)."""
+        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
+        yt = _targets(y, self.supervised, device)
+        wt = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
+        loss_fn = self.loss(reduction="none")
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        gen = torch_generator(seed, "fit-batches")
+        n = len(xt)
+        model.train()
+        for _ in range(self.epochs):
+            order = torch.randperm(n, generator=gen).to(device)
+            for start in range(0, n, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                per_sample = loss_fn(model(xt[idx]), yt[idx])
+                loss = per_sample.mean() if wt is None else (per_sample * wt[idx]).sum() / wt[idx].sum().clamp_min(1e-12)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return model
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Class probabilities (n, K) for supervised learners, reconstructions otherwise."""
+        model.eval()
+        out = model(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device))
+        if self.supervised:
+            out = torch.softmax(out, dim=1)
+        return out.cpu().numpy()
+
+
+class _MSEPerSample(nn.Module):
+    """Mean squared error over features, per sample (or reduced over the batch)."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per = ((out - target) ** 2).flatten(1).mean(dim=1)
+        return per.mean() if self.reduction == "mean" else per.sum() if self.reduction == "sum" else per
+
+
+def _targets(y: np.ndarray, supervised: bool, device: str) -> torch.Tensor:
+    if supervised:
+        return torch.as_tensor(np.ascontiguousarray(y), dtype=torch.long, device=device)
+    return torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32, device=device)
+
+
+def default_learner(in_features: int, n_classes: int | None) -> Learner:
+    """The paper's MLP for classification, its MLP autoencoder (d-250-32) without labels."""
+    if n_classes is None:
+        return Learner("mlp-autoencoder", in_features, in_features, hidden=(250,), dropout=0.0,
+                       norm=False, lr=1e-3, epochs=300, batch_size=500)
+    return Learner("mlp", in_features, n_classes)
+
+
+def default_metric(n_classes: int | None) -> PerformanceMetric:
+    """AUROC for binary tasks, accuracy for multi-class, R^2 for reconstruction."""
+    if n_classes is None:
+        return "r2"
+    return "auroc" if n_classes == 2 else "accuracy"
+
+
+def performance(metric: str, y_true: np.ndarray, output: np.ndarray) -> float:
+    """Score model output (probabilities or reconstructions) against the truth."""
+    from sklearn.metrics import r2_score, roc_auc_score
+
+    if metric == "auroc":
+        if len(np.unique(y_true)) < 2:
+            raise ValueError("AUROC needs both classes in the evaluation set")
+        if output.shape[1] == 2:
+            return float(roc_auc_score(y_true, output[:, 1]))
+        return float(roc_auc_score(y_true, output, multi_class="ovr", labels=np.arange(output.shape[1])))
+    if metric == "accuracy":
+        return float(np.mean(output.argmax(axis=1) == y_true))
+    if metric == "r2":
+        return float(r2_score(y_true.reshape(len(y_true), -1), output.reshape(len(output), -1),
+                              multioutput="variance_weighted"))
+    raise ValueError(f"unknown performance metric {metric!r}; use auroc, accuracy or r2")
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced weights w_c = n / (K * n_c) (0 for an absent class)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        w = np.where(counts > 0, len(y) / (n_classes * counts), 0.0)
+    return w.astype(np.float32)

@@ -1,0 +1,182 @@
+"""Builds the plugin manager and the registry of plugin classes.
+
+Built-in plugins come through the ``valbench`` entry-point group exactly as a third
+party's do. ``VALBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` loads only valbench's own entry
+points (third-party distributions are skipped); ``VALBENCH_PLUGINS=mod.a,mod.b``
+registers extra plugin modules by import name (handy for local plugins and tests).
+Nothing happens at import time: call :func:`build_registry`.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as md
+import inspect
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import pluggy
+
+from valbench import PROJECT, __version__, hookspecs
+from valbench.errors import PluginError
+
+KINDS = ("dataset", "corruption", "valuer", "metric")
+HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
+METHODS = {
+    "dataset": ("load", "fingerprint"),
+    "corruption": ("apply",),
+    "valuer": ("value",),
+    "metric": ("score",),
+}
+TRUTH_KINDS = ("mask", "noise")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+AUTOLOAD_ENV = "VALBENCH_DISABLE_PLUGIN_AUTOLOAD"
+EXTRA_ENV = "VALBENCH_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin class and where it came from."""
+
+    kind: str
+    name: str
+    cls: type
+    distribution: str
+    version: str
+
+    @property
+    def module(self) -> str:
+        return self.cls.__module__
+
+
+class Registry:
+    """The registered plugin classes by kind and name, plus the observer hooks."""
+
+    def __init__(self, pm: pluggy.PluginManager, plugins: dict[str, dict[str, PluginInfo]]):
+        self.pm = pm
+        self._plugins = plugins
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._plugins[kind])
+
+    def all(self) -> list[PluginInfo]:
+        return [self._plugins[k][n] for k in KINDS for n in self.names(k)]
+
+    def get(self, kind: str, name: str) -> PluginInfo:
+        try:
+            return self._plugins[kind][name]
+        except KeyError:
+            known = self.names(kind)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise PluginError(
+                f"unknown {kind} '{name}'{hint} registered: {', '.join(known) or '(none)'}"
+            ) from None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def get_plugin_manager(extra: Iterable[object] = (), autoload: bool | None = None) -> tuple[pluggy.PluginManager, dict[int, tuple[str, str]]]:
+    """A plugin manager with entry points (and ``extra`` plugin objects) registered.
+
+    Returns the manager and, per registered plugin object id, its (distribution, version).
+    ``autoload`` None reads the environment; False loads only valbench's own entry points.
+    """
+    if autoload is None:
+        autoload = not _truthy(os.environ.get(AUTOLOAD_ENV))
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    origin: dict[int, tuple[str, str]] = {}
+
+    for ep in sorted(md.entry_points(group=PROJECT), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        if not autoload and dist != PROJECT:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken third-party plugin must say who it is
+            raise PluginError(f"plugin '{ep.name}' of distribution '{dist}' failed to import: {exc}") from exc
+        if pm.is_registered(plugin):
+            continue
+        pm.register(plugin, name=f"{dist}:{ep.name}")
+        origin[id(plugin)] = (dist, version)
+
+    modules = [m.strip() for m in os.environ.get(EXTRA_ENV, "").split(",") if m.strip()]
+    for modname in modules:
+        try:
+            extra = [*extra, importlib.import_module(modname)]
+        except ImportError as exc:
+            raise PluginError(f"{EXTRA_ENV} names module '{modname}', which cannot be imported: {exc}") from exc
+    for plugin in extra:
+        if not pm.is_registered(plugin):
+            pm.register(plugin)
+            origin[id(plugin)] = ("(local)", "")
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"invalid plugin {exc.plugin!r}: {exc} (known hooks: {', '.join(_hook_names())})") from exc
+    if not any(dist == PROJECT for dist, _ in origin.values()):
+        raise PluginError("valbench's built-in plugins are not registered; install valbench with 'pip install -e .'")
+    return pm, origin
+
+
+def _hook_names() -> list[str]:
+    return sorted(n for n, f in vars(hookspecs).items() if callable(f) and hasattr(f, f"{PROJECT}_spec"))
+
+
+def check_plugin_class(kind: str, cls: Any) -> None:
+    """Raise PluginError unless ``cls`` follows the protocol of ``kind``."""
+    if not inspect.isclass(cls):
+        raise PluginError(f"{kind} plugins register classes, got {cls!r}")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise PluginError(
+            f"{kind} class {cls.__qualname__} needs a class attribute 'name' of lowercase letters, digits, '-' or '_', got {name!r}"
+        )
+    for method in METHODS[kind]:
+        if not callable(getattr(cls, method, None)):
+            raise PluginError(f"{kind} '{name}' ({cls.__qualname__}) has no method '{method}'")
+    if kind in ("corruption", "metric") and getattr(cls, "truth_kind", None) not in TRUTH_KINDS:
+        raise PluginError(f"{kind} '{name}' needs a class attribute truth_kind in {TRUTH_KINDS}")
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_KEYWORD,):
+            continue
+        if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
+            raise PluginError(
+                f"{kind} '{name}': constructor parameter '{p.name}' must be keyword-only with a default"
+            )
+
+
+def build_registry(extra: Iterable[object] = (), autoload: bool | None = None) -> Registry:
+    """Load every plugin and collect the classes registered through the hooks."""
+    pm, origin = get_plugin_manager(extra, autoload)
+    plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in KINDS}
+    for kind in KINDS:
+        hook = getattr(pm.hook, HOOKS[kind])
+        for impl in hook.get_hookimpls():
+            dist, dist_version = origin.get(id(impl.plugin), ("(local)", ""))
+
+            def register(cls: Any, _kind: str = kind, _dist: str = dist, _ver: str = dist_version) -> None:
+                check_plugin_class(_kind, cls)
+                if cls.name in plugins[_kind]:
+                    other = plugins[_kind][cls.name]
+                    raise PluginError(
+                        f"{_kind} name '{cls.name}' is registered twice: by {other.distribution} "
+                        f"({other.module}) and by {_dist} ({cls.__module__})"
+                    )
+                version = str(getattr(cls, "version", "") or _ver or __version__)
+                plugins[_kind][cls.name] = PluginInfo(_kind, cls.name, cls, _dist, version)
+
+            impl.function(**{arg: register for arg in impl.argnames})
+    return Registry(pm, plugins)
+

@@ -1,0 +1,1 @@
+"""Reports derived from the results store: tables (and later figures, leaderboards)."""

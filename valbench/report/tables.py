@@ -1,0 +1,133 @@
+"""The paper's Tables 1-3, regenerated from the store.
+
+Table 1: the score of the metric that declares ``paper_table = 1`` (corrupted-label
+AUROC), one row per dataset. Table 2: the ``paper_table = 2`` metric (noise Spearman),
+one row per dataset and learning mode. Table 3: valuation runtime, one row per
+experiment (dataset x corruption). One column per valuer; cells are mean ± std
+(population std, as in the paper) over seeds; the best cell of each row is bold.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from valbench.errors import ConfigError, StoreError
+from valbench.plugins import Registry
+
+FORMATS = ("markdown", "latex", "csv")
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    std: float
+    n: int
+    text: str
+
+
+def metric_for_table(registry: Registry, number: int) -> str:
+    names = [p.name for p in registry.all() if p.kind == "metric" and getattr(p.cls, "paper_table", None) == number]
+    if not names:
+        raise ConfigError(f"no registered metric provides table {number}")
+    if len(names) > 1:
+        raise ConfigError(f"metrics {', '.join(names)} all claim table {number}; pick one with --metric")
+    return names[0]
+
+
+def _score_text(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _sig(x: float, digits: int) -> str:
+    return np.format_float_positional(x, precision=digits, fractional=False, trim="-")
+
+
+def _time_text(mean: float, std: float) -> str:
+    return f"{_sig(mean, 3)} ± {_sig(std, 2)} s ({mean / 60:.2f} min)"
+
+
+def _cells(df: pd.DataFrame, rows: list[str], column: str, text) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(means, cells, counts) indexed by ``rows``, one column per valuer label."""
+    grouped = df.groupby(rows + ["valuer_label"])[column]
+    stats = grouped.agg(mean="mean", std=lambda s: float(np.std(s, ddof=0)), n="count").reset_index()
+    stats["text"] = [text(m, s) for m, s in zip(stats["mean"], stats["std"])]
+    means = stats.pivot_table(index=rows, columns="valuer_label", values="mean", aggfunc="first")
+    cells = stats.pivot_table(index=rows, columns="valuer_label", values="text", aggfunc="first")
+    ns = stats.pivot_table(index=rows, columns="valuer_label", values="n", aggfunc="first")
+    return means, cells, ns
+
+
+def build(df: pd.DataFrame, number: int, metric: str | None) -> tuple[list[str], list[list[str]], list[list[bool]], str]:
+    """Header, body cells, bold flags and a caption for table ``number``."""
+    if number in (1, 2):
+        if metric not in df.columns or df[metric].notna().sum() == 0:
+            raise StoreError(f"the store has no '{metric}' results for table {number}; run a corruption it scores")
+        df = df[df[metric].notna()]
+        rows = ["dataset_label"] if number == 1 else ["dataset_label", "mode"]
+        if number == 1 and df.groupby("dataset_label")["corruption_label"].nunique().max() > 1:
+            rows.append("corruption_label")
+        means, cells, ns = _cells(df, rows, metric, _score_text)
+        best_is_max = True
+        caption = f"Table {number}: {metric}, mean ± std over seeds (n); best in bold; higher is better."
+    elif number == 3:
+        if df.empty:
+            raise StoreError("the store has no finished jobs for table 3")
+        rows = ["dataset_label", "corruption_label"]
+        if df["mode"].nunique() > 1:
+            rows.append("mode")
+        means, cells, ns = _cells(df, rows, "wall_s", _time_text)
+        best_is_max = False
+        caption = "Table 3: valuation runtime (wall clock of value(task)), mean ± std over seeds (n); fastest in bold."
+    else:
+        raise ConfigError(f"there is no table {number}; choose 1, 2 or 3")
+    valuers = list(cells.columns)
+    header = [{"dataset_label": "dataset", "corruption_label": "corruption"}.get(r, r) for r in rows] + ["n"] + valuers
+    body, bold = [], []
+    for key in cells.index:
+        key = key if isinstance(key, tuple) else (key,)
+        m = means.loc[key if len(key) > 1 else key[0]]
+        best = m.max() if best_is_max else m.min()
+        n = ns.loc[key if len(key) > 1 else key[0]].dropna().astype(int)
+        n_text = str(n.max()) if n.min() == n.max() else f"{n.min()}-{n.max()}"
+        row = [*map(str, key), n_text]
+        flags = [False] * len(row)
+        for v in valuers:
+            text = cells.loc[key if len(key) > 1 else key[0], v]
+            if pd.isna(text):
+                row.append("NA")
+                flags.append(False)
+                continue
+            if n.get(v, 0) != n.max():
+                text += f" (n={n[v]})"
+            row.append(text)
+            flags.append(bool(np.isclose(m[v], best)))
+        body.append(row)
+        bold.append(flags)
+    return header, body, bold, caption
+
+
+def render(header: list[str], body: list[list[str]], bold: list[list[bool]], caption: str, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "csv":
+        buf = io.StringIO()
+        pd.DataFrame(body, columns=header).to_csv(buf, index=False)
+        return buf.getvalue()
+    if fmt == "markdown":
+        marked = [[f"**{c}**" if b else c for c, b in zip(r, f)] for r, f in zip(body, bold)]
+        return caption + "\n\n" + tabulate(marked, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
+    def tex(c: str) -> str:
+        return c.replace("±", r"$\pm$").replace("_", r"\_")
+    marked = [[rf"\textbf{{{tex(c)}}}" if b else tex(c) for c, b in zip(r, f)] for r, f in zip(body, bold)]
+    table = tabulate(marked, headers=[tex(h) for h in header], tablefmt="latex_raw", disable_numparse=True)
+    return f"% {caption}\n{table}\n"
+
+
+def table(df: pd.DataFrame, number: int, registry: Registry, fmt: str = "markdown", metric: str | None = None) -> str:
+    if number in (1, 2) and metric is None:
+        metric = metric_for_table(registry, number)
+    return render(*build(df, number, metric), fmt)

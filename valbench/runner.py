@@ -1,0 +1,160 @@
+"""One job: load -> split -> corrupt -> value (timed) -> score.
+
+Data preparation is shared by every job of a cell (same dataset, corruption, seed and
+mode), so all valuers in a cell see identical arrays. Only ``valuer.value(task)`` is
+timed. A valuer that raises or breaks its promise gives a failed result, not a crash.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from valbench.errors import DataError, ValuationError
+from valbench.grid import Job
+from valbench.models import Learner, default_learner, default_metric
+from valbench.seeding import derive_seed, rng
+from valbench.timing import Timing, timed
+from valbench.types import Split, Splits, Truth, Valuation, ValuationTask
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The prepared data of one grid cell; arrays are read-only."""
+
+    source: Split
+    target: Split
+    test: Split
+    truth: Truth
+    n_classes: int | None
+    learner: Learner
+    metric: str
+
+
+@dataclass(frozen=True)
+class JobResult:
+    key: str
+    status: str  # "ok" | "failed"
+    values: np.ndarray | None = None
+    truth: Truth | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    timing: Timing | None = None
+    fits: int | None = None
+    stopped_early: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def check_splits(splits: Splits, name: str) -> None:
+    """Raise DataError when the data cannot make a valid valuation task."""
+    if len(splits.source) == 0:
+        raise DataError(f"dataset '{name}': the source set is empty")
+    if len(splits.target) == 0:
+        raise DataError(f"dataset '{name}': the target set is empty")
+    for part in ("source", "target", "test"):
+        s: Split = getattr(splits, part)
+        if len(s) and not np.isfinite(s.x).all():
+            bad = int((~np.isfinite(s.x)).any(axis=tuple(range(1, s.x.ndim))).sum())
+            raise DataError(f"dataset '{name}': {bad} {part} samples have NaN or infinite features")
+    shapes = {p: getattr(splits, p).x.shape[1:] for p in ("source", "target", "test") if len(getattr(splits, p))}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"dataset '{name}': feature shapes differ between splits: {shapes}")
+    if splits.n_classes is not None:
+        k = splits.n_classes
+        if k < 2:
+            raise DataError(f"dataset '{name}': a classification task needs at least 2 classes, got {k}")
+        for part in ("source", "target", "test"):
+            y = getattr(splits, part).y
+            if len(y) and (y.min() < 0 or y.max() >= k):
+                raise DataError(f"dataset '{name}': {part} labels must lie in 0..{k - 1}")
+        present = np.unique(splits.target.y)
+        if len(present) < 2:
+            raise DataError(
+                f"dataset '{name}': the target set has a single class ({present[0]}); "
+                "a target set must contain at least two classes"
+            )
+
+
+def as_unsupervised(s: Split) -> Split:
+    x = np.asarray(s.x, dtype=np.float32)
+    return Split(x, x)
+
+
+class CellCache:
+    """Loads each (dataset, seed) once and prepares each cell once, in this process."""
+
+    def __init__(self) -> None:
+        self._splits: dict[tuple, Splits] = {}
+        self._cells: dict[tuple, Cell] = {}
+
+    def splits(self, job: Job) -> Splits:
+        k = (job.dataset.name, job.dataset.params, job.seed)
+        if k not in self._splits:
+            splits = job.dataset.build().load(job.seed)
+            check_splits(splits, job.dataset.label())
+            self._splits[k] = splits
+        return self._splits[k]
+
+    def cell(self, job: Job) -> Cell:
+        if job.cell not in self._cells:
+            self._cells[job.cell] = self._prepare(job)
+        return self._cells[job.cell]
+
+    def _prepare(self, job: Job) -> Cell:
+        splits = self.splits(job)
+        corruption = job.corruption.build()
+        n_classes = splits.n_classes if job.mode == "supervised" else None
+        source, truth = corruption.apply(splits.source.frozen(), n_classes, rng(job.seed, "corruption", job.corruption.name))
+        if len(source) != len(splits.source) or len(truth.values) != len(source):
+            raise DataError(f"corruption '{job.corruption.name}' changed the number of source samples")
+        target, test = splits.target, splits.test
+        n_features = int(np.prod(splits.source.x.shape[1:]))
+        if job.mode == "unsupervised":
+            source, target, test = as_unsupervised(source), as_unsupervised(target), as_unsupervised(test)
+            learner = default_learner(n_features, None)
+        else:
+            learner = splits.learner or default_learner(n_features, n_classes)
+        return Cell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes))
+
+
+def as_valuation(out: Any, n_source: int) -> Valuation:
+    """Check a valuer's output: one finite float per source sample."""
+    valuation = out if isinstance(out, Valuation) else Valuation(values=out)
+    try:
+        values = np.asarray(valuation.values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValuationError(f"values are not numeric: {exc}") from None
+    if values.shape != (n_source,):
+        raise ValuationError(f"values have shape {values.shape}, expected ({n_source},)")
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise ValuationError(f"{bad} of {n_source} values are NaN or infinite")
+    return Valuation(values, valuation.fits, valuation.stopped_early, dict(valuation.info))
+
+
+def run_job(job: Job, cache: CellCache) -> JobResult:
+    """Run one job; every failure of the valuer or a metric becomes a failed result."""
+    cell = cache.cell(job)
+    task = ValuationTask(cell.source, cell.target, cell.n_classes, cell.learner, cell.metric, job.seed, job.device)
+    timing = None
+    try:
+        valuer = job.valuer.build()
+        # Reset the global generators so that a sloppy plugin is still reproducible.
+        torch.manual_seed(derive_seed(job.seed, "global"))
+        np.random.seed(derive_seed(job.seed, "global") % 2**32)
+        out, timing = timed(lambda: valuer.value(task), job.device)
+        valuation = as_valuation(out, len(cell.source))
+        scores = {}
+        for m in job.metrics:
+            try:
+                scores[m.label()] = float(m.build().score(valuation.values, cell.truth))
+            except Exception as exc:
+                raise ValuationError(f"metric '{m.label()}' failed: {exc}") from exc
+    except Exception as exc:  # isolation: the grid goes on
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return JobResult(job.key, "failed", truth=cell.truth, timing=timing, error=detail)
+    return JobResult(job.key, "ok", valuation.values, cell.truth, scores, timing,
+                     valuation.fits, valuation.stopped_early, dict(valuation.info))

@@ -1,0 +1,176 @@
+"""The results store: one SQLite file (WAL) plus value arrays in a folder beside it.
+
+Tables: ``meta`` (schema marker), ``jobs`` (one row per job key with its canonical
+config), ``attempts`` (one row per attempt: status, timings, provenance, values file)
+and ``scores`` (one row per attempt and metric). Rows are only ever added or finished;
+nothing already stored is overwritten. ``<store>.values/<key>-<attempt>.npz`` holds
+the values and the corruption truth.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from valbench.errors import StoreError
+
+SCHEMA = "valbench-results"
+SCHEMA_VERSION = "1"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY, config TEXT NOT NULL,
+    dataset TEXT NOT NULL, dataset_label TEXT NOT NULL,
+    corruption TEXT NOT NULL, corruption_label TEXT NOT NULL,
+    valuer TEXT NOT NULL, valuer_label TEXT NOT NULL,
+    seed INTEGER NOT NULL, mode TEXT NOT NULL, device TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_key TEXT NOT NULL REFERENCES jobs(key),
+    status TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+    wall_s REAL, cpu_s REAL, peak_rss_bytes INTEGER, base_rss_bytes INTEGER,
+    peak_device_bytes INTEGER, threads INTEGER,
+    fits INTEGER, stopped_early INTEGER, info TEXT, error TEXT, provenance TEXT, values_file TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_key, status);
+CREATE TABLE IF NOT EXISTS scores (
+    attempt_id INTEGER NOT NULL REFERENCES attempts(id), metric TEXT NOT NULL, value REAL,
+    PRIMARY KEY (attempt_id, metric)
+);
+"""
+
+
+def check_store_path(path: Path) -> None:
+    """Raise StoreError unless ``path`` is absent or an existing valbench store."""
+    if path.is_dir():
+        raise StoreError(f"results path {path} is a directory; give a file such as {path / 'results.sqlite'}")
+    if not path.exists():
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head != SQLITE_MAGIC:
+        raise StoreError(f"results path {path} exists and is not a valbench store (not an SQLite file); nothing was changed")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        row = None
+    if not row or row[0] != SCHEMA:
+        raise StoreError(f"results path {path} is an SQLite file but not a valbench store; nothing was changed")
+
+
+class Store:
+    """Open (or create) a results store; use as a context manager."""
+
+    def __init__(self, path: str | Path, create: bool = True):
+        self.path = Path(path)
+        check_store_path(self.path)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"results store {self.path} does not exist")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.values_dir = self.path.with_name(self.path.name + ".values")
+        self.con = sqlite3.connect(self.path, timeout=30)
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute("PRAGMA foreign_keys=ON")
+        with self.con:
+            self.con.executescript(DDL)
+            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
+            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- writing -------------------------------------------------------------------
+    def done_keys(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT DISTINCT job_key FROM attempts WHERE status='ok'")}
+
+    def add_job(self, job: Any) -> None:
+        with self.con:
+            self.con.execute(
+                "INSERT OR IGNORE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job.key, json.dumps(job.config(), sort_keys=True, default=str),
+                 job.dataset.name, job.dataset.label(), job.corruption.name, job.corruption.label(),
+                 job.valuer.name, job.valuer.label(), job.seed, job.mode, job.device, time.time()),
+            )
+
+    def start_attempt(self, job_key: str, provenance: dict[str, Any]) -> int:
+        with self.con:
+            cur = self.con.execute(
+                "INSERT INTO attempts (job_key, status, started, provenance) VALUES (?, 'running', ?, ?)",
+                (job_key, time.time(), json.dumps(provenance, sort_keys=True)),
+            )
+        return int(cur.lastrowid)
+
+    def finish_attempt(self, attempt_id: int, result: Any) -> None:
+        values_file = None
+        if result.values is not None:
+            self.values_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{result.key[:20]}-{attempt_id}.npz"
+            tmp = self.values_dir / (name + ".tmp.npz")
+            np.savez_compressed(tmp, values=result.values, truth=result.truth.values, truth_kind=result.truth.kind)
+            tmp.replace(self.values_dir / name)
+            values_file = name
+        t = asdict(result.timing) if result.timing else {}
+        with self.con:
+            self.con.execute(
+                """UPDATE attempts SET status=?, finished=?, wall_s=?, cpu_s=?, peak_rss_bytes=?, base_rss_bytes=?,
+                   peak_device_bytes=?, threads=?, fits=?, stopped_early=?, info=?, error=?, values_file=?
+                   WHERE id=? AND status='running'""",
+                (result.status, time.time(), t.get("wall_s"), t.get("cpu_s"), t.get("peak_rss_bytes"),
+                 t.get("base_rss_bytes"), t.get("peak_device_bytes"), t.get("threads"), result.fits,
+                 int(result.stopped_early), json.dumps(result.info, sort_keys=True, default=str), result.error,
+                 values_file, attempt_id),
+            )
+            self.con.executemany(
+                "INSERT INTO scores VALUES (?,?,?)", [(attempt_id, m, v) for m, v in result.scores.items()]
+            )
+
+    # -- reading -------------------------------------------------------------------
+    def results(self) -> pd.DataFrame:
+        """One row per job with its latest successful attempt, timings and scores (wide)."""
+        q = """
+        SELECT j.key, j.dataset, j.dataset_label, j.corruption, j.corruption_label, j.valuer,
+               j.valuer_label, j.seed, j.mode, j.device, a.id AS attempt, a.wall_s, a.cpu_s,
+               a.peak_rss_bytes, a.base_rss_bytes, a.peak_device_bytes, a.fits, a.stopped_early, a.values_file
+        FROM jobs j JOIN attempts a ON a.job_key = j.key
+        WHERE a.id = (SELECT MAX(id) FROM attempts WHERE job_key = j.key AND status = 'ok')
+        """
+        df = pd.read_sql_query(q, self.con)
+        scores = pd.read_sql_query("SELECT attempt_id AS attempt, metric, value FROM scores", self.con)
+        if len(scores):
+            wide = scores.pivot(index="attempt", columns="metric", values="value").reset_index()
+            df = df.merge(wide, on="attempt", how="left")
+        return df
+
+    def attempts(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM attempts ORDER BY id", self.con)
+
+    def load_values(self, values_file: str) -> tuple[np.ndarray, np.ndarray, str]:
+        with np.load(self.values_dir / values_file) as z:
+            return z["values"], z["truth"], str(z["truth_kind"])
+
+
+def open_existing(path: str | Path) -> Store:
+    """Open a store that must already exist (for reports)."""
+    p = Path(path)
+    if not p.exists():
+        raise StoreError(f"results store {p} does not exist; create it with 'valbench run --results {p}'")
+    return Store(p, create=False)

@@ -1,0 +1,55 @@
+"""The conformance kit plugin authors run on their valuers (like scikit-learn's
+``check_estimator``): ``check_valuer(MyValuer)`` raises AssertionError on a broken
+contract. It checks the name, construction with defaults, one finite value per source
+sample, determinism for a seed, that inputs are not modified, and, unless
+``beats_chance=False``, a corrupted-label AUROC above ``min_auroc`` on an easy task.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from valbench.plugins import NAME_RE, check_plugin_class
+from valbench.runner import as_valuation
+from valbench.seeding import rng
+from valbench.types import Split, ValuationTask
+
+
+def easy_task(seed: int = 0, n_source: int = 200, n_target: int = 100, n_features: int = 6,
+              device: str = "cpu") -> tuple[ValuationTask, np.ndarray]:
+    """Two well-separated Gaussian classes; 20% of source labels flipped. Returns (task, mask)."""
+    from valbench.models import Learner
+
+    g = rng(seed, "conformance")
+    def blobs(n: int) -> Split:
+        y = g.integers(0, 2, n)
+        x = (g.standard_normal((n, n_features)) + 2.5 * y[:, None] / np.sqrt(n_features)).astype(np.float32)
+        return Split(x, y.astype(np.int64))
+    source, target = blobs(n_source), blobs(n_target)
+    mask = np.zeros(n_source, dtype=np.int8)
+    flip = g.choice(n_source, n_source // 5, replace=False)
+    mask[flip] = 1
+    y = source.y.copy()
+    y[flip] = 1 - y[flip]
+    task = ValuationTask(Split(source.x, y).frozen(), target.frozen(), 2, Learner("mlp", n_features, 2),
+                         "auroc", seed, device)
+    return task, mask
+
+
+def check_valuer(cls: type, params: dict[str, Any] | None = None, *, beats_chance: bool = True,
+                 min_auroc: float = 0.6) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    check_plugin_class("valuer", cls)
+    assert NAME_RE.match(cls.name)
+    params = params or {}
+    task, mask = easy_task()
+    x_before, y_before = task.source.x.copy(), task.source.y.copy()
+    v1 = as_valuation(cls(**params).value(task), len(task.source)).values
+    v2 = as_valuation(cls(**params).value(task), len(task.source)).values
+    assert np.array_equal(v1, v2), f"{cls.name}: values differ between two runs with the same seed"
+    assert np.array_equal(task.source.x, x_before) and np.array_equal(task.source.y, y_before)
+    if beats_chance:
+        auroc = roc_auc_score(mask, -v1)
+        assert auroc > min_auroc, f"{cls.name}: corrupted-label AUROC {auroc:.3f} <= {min_auroc} on an easy task"

@@ -1,0 +1,60 @@
+"""Measuring one call: wall time, CPU time and peak memory, synchronised on CUDA.
+
+Peak host memory is the process' resident high-water mark (Linux VmHWM), reset just
+before the call through /proc/self/clear_refs; where that is not possible it is None.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall_s: float
+    cpu_s: float
+    peak_rss_bytes: int | None  # process resident high-water mark during the call
+    base_rss_bytes: int | None  # resident memory just before the call
+    peak_device_bytes: int | None  # CUDA allocator peak during the call
+    threads: int
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, Timing]:
+    """Call ``fn`` and measure it; CUDA work is synchronised before both clock reads."""
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    can_reset = _reset_peak_rss()
+    base = _status_kb("VmRSS")
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    if cuda:
+        torch.cuda.synchronize()
+    t1, c1 = time.perf_counter(), time.process_time()
+    peak = _status_kb("VmHWM") if can_reset else None
+    dev_peak = int(torch.cuda.max_memory_allocated()) if cuda else None
+    return out, Timing(t1 - t0, c1 - c0, peak, base, dev_peak, torch.get_num_threads())
