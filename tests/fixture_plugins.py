@@ -54,6 +54,22 @@ class Oracle:
         return -self.sharpness * d[np.arange(len(d)), task.source.y]
 
 
+class NeedsBigSource:
+    """Has a data-dependent precondition, checked before any work."""
+
+    name = "needs-big-source"
+
+    def __init__(self, *, k: int = 5) -> None:
+        self.k = k
+
+    def check(self, task):
+        if self.k > len(task.source):
+            raise ValueError(f"k={self.k} is larger than the source set ({len(task.source)} samples)")
+
+    def value(self, task):
+        return np.zeros(len(task.source))
+
+
 class Recorder:
     """Observer plugin: records job hooks."""
 
@@ -63,7 +79,7 @@ class Recorder:
 
 @hookimpl
 def register_valuers(register):
-    for cls in (Boom, WrongShape, NaNValues, Oracle):
+    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource):
         register(cls)
 
 

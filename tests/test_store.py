@@ -60,3 +60,15 @@ def test_not_a_store_is_left_untouched(tmp_path):
         Store(tmp_path)
     with pytest.raises(StoreError, match="does not exist"):
         open_existing(tmp_path / "missing.sqlite")
+
+
+def test_valuer_precheck_fails_before_any_write(tmp_path, fixture_registry):
+    from valbench.errors import ConfigError
+
+    path = tmp_path / "r.sqlite"
+    exp = build_experiment({**EXP, "valuers": "needs-big-source[k=1000]", "seeds": 1})
+    with pytest.raises(ConfigError, match=r"k=1000 is larger than the source set \(200 samples\)"):
+        api.run(exp, path, device="cpu", registry=fixture_registry)
+    assert not path.exists()
+    ok = build_experiment({**EXP, "valuers": "needs-big-source[k=10]", "seeds": 1})
+    assert api.run(ok, path, device="cpu", registry=fixture_registry).ok == 1

@@ -14,7 +14,7 @@ from valbench.executors import ProcessExecutor, SerialExecutor
 from valbench.grid import Experiment, Job, expand, resolve_device
 from valbench.plugins import Registry, build_registry
 from valbench.provenance import provenance
-from valbench.runner import CellCache, JobResult
+from valbench.runner import CellCache, JobResult, precheck
 from valbench.store import Store, check_store_path
 
 Progress = Callable[[Job, JobResult], None]
@@ -34,6 +34,7 @@ def plan(exp: Experiment, registry: Registry, device: str = "auto") -> tuple[lis
     cache = CellCache()
     for job in jobs:
         cache.cell(job)
+        precheck(job, cache)
     return jobs, cache
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from valbench.errors import DataError, ValuationError
+from valbench.errors import ConfigError, DataError, ValuationError
 from valbench.grid import Job
 from valbench.models import Learner, default_learner, default_metric
 from valbench.seeding import derive_seed, rng
@@ -135,10 +135,25 @@ def as_valuation(out: Any, n_source: int) -> Valuation:
     return Valuation(values, valuation.fits, valuation.stopped_early, dict(valuation.info))
 
 
+def task_for(job: Job, cell: Cell) -> ValuationTask:
+    return ValuationTask(cell.source, cell.target, cell.n_classes, cell.learner, cell.metric, job.seed, job.device)
+
+
+def precheck(job: Job, cache: CellCache) -> None:
+    """Run the valuer's optional ``check(task)`` (data-dependent checks such as k <= n)
+    before any work; a ValueError becomes a one-line ConfigError."""
+    check = getattr(job.valuer.info.cls, "check", None)
+    if callable(check):
+        try:
+            job.valuer.build().check(task_for(job, cache.cell(job)))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"valuer '{job.valuer.label()}' cannot value {job.dataset.label()}: {exc}") from None
+
+
 def run_job(job: Job, cache: CellCache) -> JobResult:
     """Run one job; every failure of the valuer or a metric becomes a failed result."""
     cell = cache.cell(job)
-    task = ValuationTask(cell.source, cell.target, cell.n_classes, cell.learner, cell.metric, job.seed, job.device)
+    task = task_for(job, cell)
     timing = None
     try:
         valuer = job.valuer.build()
