@@ -70,6 +70,20 @@ class NeedsBigSource:
         return np.zeros(len(task.source))
 
 
+class Crash:
+    """Kills its own process, like the out-of-memory killer would."""
+
+    name = "crash"
+
+    def __init__(self) -> None:
+        pass
+
+    def value(self, task):
+        import os
+
+        os._exit(9)
+
+
 class Recorder:
     """Observer plugin: records job hooks."""
 
@@ -79,7 +93,7 @@ class Recorder:
 
 @hookimpl
 def register_valuers(register):
-    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource):
+    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource, Crash):
         register(cls)
 
 

@@ -72,3 +72,15 @@ def test_valuer_precheck_fails_before_any_write(tmp_path, fixture_registry):
     assert not path.exists()
     ok = build_experiment({**EXP, "valuers": "needs-big-source[k=10]", "seeds": 1})
     assert api.run(ok, path, device="cpu", registry=fixture_registry).ok == 1
+
+
+def test_worker_processes_isolate_a_crashing_job(tmp_path, fixture_registry):
+    path = tmp_path / "r.sqlite"
+    exp = build_experiment({**EXP, "valuers": "crash,centroid", "seeds": 1})
+    summary = api.run(exp, path, device="cpu", registry=fixture_registry, workers=1)
+    assert (summary.ok, summary.failed) == (1, 1)
+    with open_existing(path) as store:
+        a = store.attempts()
+        assert sorted(a["status"]) == ["failed", "ok"]
+        assert "worker process died" in a.loc[a["status"] == "failed", "error"].iloc[0]
+        assert store.results()["valuer"].tolist() == ["centroid"]

@@ -52,11 +52,14 @@ class ProcessExecutor:
     def run(self, jobs: Sequence[Job], started: Started) -> Iterator[tuple[Job, JobResult]]:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         pending = list(jobs)
+        begun: set[str] = set()
         while pending:
             with cf.ProcessPoolExecutor(self.workers, mp.get_context("spawn"), _worker_init, (threads,)) as pool:
                 futures = {}
                 for job in pending:
-                    started(job)
+                    if job.key not in begun:  # a resubmitted job keeps its attempt
+                        begun.add(job.key)
+                        started(job)
                     futures[pool.submit(_worker_run, job)] = job
                 pending = []
                 broken = False
@@ -65,7 +68,9 @@ class ProcessExecutor:
                     try:
                         yield job, fut.result()
                     except cf.process.BrokenProcessPool:
-                        # the worker died (e.g. out of memory): this job failed; resubmit the rest
+                        # A worker died (e.g. out of memory): the first job reported broken is
+                        # recorded as failed (with one worker it is exactly the culprit); the
+                        # rest are resubmitted to a fresh pool.
                         if not broken:
                             broken = True
                             yield job, JobResult(job.key, "failed", error="worker process died (out of memory or killed)")
