@@ -1,0 +1,6 @@
+from valbench import hookimpl
+
+
+@hookimpl
+def register_datasets(register):
+    pass
