@@ -163,7 +163,7 @@ class InceptionEncoder:
         std = torch.tensor(self.STD, device=device).view(1, 3, 1, 1)
         with torch.no_grad():
             for start in range(0, len(x), self.batch_size):
-                t = torch.as_tensor(np.ascontiguousarray(x[start:start + self.batch_size]), dtype=torch.float32,
+                t = torch.tensor(x[start:start + self.batch_size], dtype=torch.float32,
                                     device=device)
                 t = F.interpolate(t, size=(299, 299), mode="bilinear", align_corners=False)
                 out[start:start + len(t)] = net((t - mean) / std).float().cpu().numpy()
