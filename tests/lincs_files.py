@@ -18,19 +18,20 @@ SIGINFO_COLUMNS = [
 GENEINFO_COLUMNS = ["gene_id", "gene_symbol", "ensembl_id", "gene_title", "gene_type", "src", "feature_space"]
 
 
-def write_gctx(path: Path, matrix_genes_by_samples: np.ndarray, row_ids: list[str], col_ids: list[str]) -> None:
+def write_gctx(path: Path, matrix_genes_by_samples: np.ndarray, row_ids: list[str], col_ids: list[str],
+               chunk_rows: int = 4) -> None:
     """A GCTX file: rows = genes, columns = samples in the GCT view; stored transposed."""
     with h5py.File(path, "w") as f:
         f.attrs["version"] = "GCTX1.0"
         f.create_dataset("0/DATA/0/matrix", data=np.asarray(matrix_genes_by_samples, np.float32).T,
-                         chunks=(min(4, len(col_ids)), len(row_ids)), compression="gzip")
+                         chunks=(min(chunk_rows, len(col_ids)), len(row_ids)), compression="gzip")
         f.create_dataset("0/META/ROW/id", data=np.array(row_ids, dtype="S"))
         f.create_dataset("0/META/COL/id", data=np.array(col_ids, dtype="S"))
         f.create_dataset("0/META/ROW/pr_gene_symbol", data=np.array([f"G{r}" for r in row_ids], dtype="S"))
 
 
 def write_release(folder: Path, *, n_sigs: int = 24, n_landmark: int = 12, n_other: int = 5, seed: int = 0,
-                  cell_types: tuple[str, ...] = ("trt_cp", "trt_sh")) -> dict:
+                  cell_types: tuple[str, ...] = ("trt_cp", "trt_sh"), chunk_rows: int = 4) -> dict:
     """level5 / level4 GCTX, siginfo_beta.txt and geneinfo_beta.txt; returns what was written.
 
     Signatures alternate pert_type over ``cell_types``; each has 1-5 replicates whose
@@ -65,8 +66,8 @@ def write_release(folder: Path, *, n_sigs: int = 24, n_landmark: int = 12, n_oth
     level4 = np.array(level4_profiles)[perm]
     level5 = np.array(level5_profiles)
     sig_ids = [r["sig_id"] for r in sig_rows]
-    write_gctx(folder / "level5_beta_trt_cp_n720216x12328.gctx", level5.T, gene_ids, sig_ids)
-    write_gctx(folder / "level4_beta_trt_cp_n1805898x12328.gctx", level4.T, gene_ids, level4_cols)
+    write_gctx(folder / "level5_beta_trt_cp_n720216x12328.gctx", level5.T, gene_ids, sig_ids, chunk_rows)
+    write_gctx(folder / "level4_beta_trt_cp_n1805898x12328.gctx", level4.T, gene_ids, level4_cols, chunk_rows)
     pd.DataFrame(sig_rows, columns=SIGINFO_COLUMNS).to_csv(folder / "siginfo_beta.txt", sep="\t", index=False)
     genes = pd.DataFrame({
         "gene_id": gene_ids, "gene_symbol": [f"G{i}" for i in gene_ids], "ensembl_id": "-666", "gene_title": "t",

@@ -185,3 +185,13 @@ def test_no_compound_signatures(tmp_path):
     write_release(folder, n_sigs=10, cell_types=("trt_sh",))
     with pytest.raises(DataError, match=r"lists no compound signatures \(pert_type == trt_cp\)"):
         small(folder).load(0)
+
+
+def test_gctx_without_the_compound_signatures(tmp_path):
+    from tests.lincs_files import write_gctx
+
+    folder = tmp_path / "l"
+    w = write_release(folder, n_sigs=10)
+    write_gctx(folder / LEVEL5, w["level5"].T, w["gene_ids"], [f"OTHER{i}" for i in range(10)])
+    with pytest.raises(DataError, match=f"none of the trt_cp signatures of siginfo_beta.txt is a column of {LEVEL5}"):
+        small(folder).load(0)

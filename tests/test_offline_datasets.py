@@ -124,12 +124,14 @@ def test_pbmc_reads_both_anndata_layouts(tmp_path):
     old_h5ad(tmp_path / "old.h5ad", x, codes, cats)
     new_h5ad(tmp_path / "new.h5ad", x, codes, cats)
     for name in ("old.h5ad", "new.h5ad"):
-        xx, yy, k = PBMC(path=str(tmp_path / name)).arrays()
+        xx, yy, k = PBMC(path=str(tmp_path / name), layer="X").arrays()
         assert np.array_equal(xx, x) and np.array_equal(yy, codes) and k == 3
     xr, _, _ = PBMC(path=str(tmp_path / "old.h5ad"), layer="raw").arrays()
     assert np.array_equal(xr, x)
     with pytest.raises(DataError, match="obs has no column 'cell_type'"):
-        PBMC(path=str(tmp_path / "new.h5ad"), label="cell_type").arrays()
+        PBMC(path=str(tmp_path / "new.h5ad"), layer="X", label="cell_type").arrays()
+    with pytest.raises(DataError, match="new.h5ad has no raw.X or raw/X; use layer=X"):
+        PBMC(path=str(tmp_path / "new.h5ad")).arrays()
 
 
 def test_pbmc_bad_files(tmp_path):

@@ -7,9 +7,11 @@ a subsample of 10x Genomics' "Fresh 68k PBMCs", CC BY 4.0; see
 It is an offline expression dataset for unsupervised valuation, standing in for LINCS
 here; it is not LINCS.
 
-``layer="X"``: the published scaled expression (per gene zero mean, unit variance,
-clipped at 10), used as is, like LINCS' z-scores; ``layer="raw"``: the log-normalised
-counts in ``raw``. Labels (supervised mode): the ``label`` column of ``obs``
+``layer="raw"`` (default): the log-normalised expression in ``raw`` (0 to ~6.5);
+``layer="X"``: the published scaled matrix (per gene zero mean, unit variance, clipped
+at 10). raw is the default because the harness' unsupervised learner (the 765-250-32
+autoencoder, 300 epochs) generalises on it (test R^2 ~0.2 on 400 cells) but overfits the
+scaled matrix (test R^2 ~-0.1), which would leave valuers nothing to measure. Labels (supervised mode): the ``label`` column of ``obs``
 (default ``bulk_labels``: 10 sorted cell types). Source / target / test are drawn from
 all cells by the seed: 400 / 150 / rest.
 """
@@ -94,7 +96,8 @@ def _load(path: Path, sha: str, layer: str, label: str) -> tuple[np.ndarray, np.
         with h5py.File(path, "r") as f:
             node = f.get("X") if layer == "X" else (f.get("raw.X") or f.get("raw/X"))
             if node is None:
-                raise DataError(f"pbmc: {path} has no {'X' if layer == 'X' else 'raw.X or raw/X'}; it is not an .h5ad file")
+                raise DataError(f"pbmc: {path} has no X; it is not an .h5ad file" if layer == "X" else
+                                f"pbmc: {path} has no raw.X or raw/X; use layer=X")
             x = read_matrix(node)
             codes, cats = read_categorical(f, label)
     except OSError as exc:
@@ -112,7 +115,7 @@ class PBMC:
     version = "1"
 
     def __init__(self, *, n_source: int = 400, n_target: int = 150, n_test: int | None = None,
-                 layer: Literal["X", "raw"] = "X", label: str = "bulk_labels", path: str | None = None):
+                 layer: Literal["X", "raw"] = "raw", label: str = "bulk_labels", path: str | None = None):
         self.n_source, self.n_target, self.n_test = n_source, n_target, n_test
         self.layer, self.label, self.path = layer, label, path
 
