@@ -58,7 +58,7 @@ def locate(path: str | None) -> list[Path]:
             return [download(url, folder / ARCHIVES[0], dataset="blog")]
         except DataError as exc:
             errors.append(str(exc))
-    raise DataError(f"{errors[-1]}; or {HOW}")
+    raise DataError(f"{errors[0]}; or {HOW}")
 
 
 def _parse(raw: bytes, name: str) -> np.ndarray:
