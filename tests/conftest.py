@@ -6,6 +6,13 @@ import pytest
 from valbench.plugins import build_registry
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty data cache, and no test may download anything."""
+    monkeypatch.setenv("VALBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("VALBENCH_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def registry():
     return build_registry()

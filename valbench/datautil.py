@@ -1,10 +1,13 @@
-"""Helpers dataset plugins share: content hashes, sampling splits, min-max scaling."""
+"""Helpers dataset plugins share: content hashes, sampling splits, min-max scaling, where
+files are looked for, checksums recorded in the cache, checked downloads, cached arrays."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -47,3 +50,157 @@ def minmax_together(*arrays: np.ndarray) -> list[np.ndarray]:
         lo, hi = np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     return [((a - lo) / span).astype(np.float32) for a in arrays]
+
+
+# --- Files: where a dataset's files are looked for, their checksums, downloads ---------------
+
+OFFLINE_ENV = "VALBENCH_OFFLINE"
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def dataset_dir(dataset: str, path: str | None) -> Path:
+    """The folder a dataset's files are read from: the user's ``path``, else the cache's subfolder."""
+    return Path(path).expanduser() if path else cache_dir() / dataset
+
+
+def missing(dataset: str, fname: str, where: list[Path] | Path, how: str) -> DataError:
+    """The one error for a file that is not there: which file, where it was looked for, how to get it."""
+    places = where if isinstance(where, list) else [where]
+    return DataError(f"{dataset}: {fname} not found in {', '.join(map(str, places))}; {how}")
+
+
+def _hash_store() -> Path:
+    return cache_dir() / "checksums.json"
+
+
+def _read_store() -> dict:
+    try:
+        return json.loads(_hash_store().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_store(data: dict) -> None:
+    """Atomically replace the checksum record (a lost concurrent update only costs a re-hash)."""
+    target = _hash_store()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, target)
+    except OSError:  # a read-only cache still works; hashes are then recomputed per process
+        pass
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, computed once per (path, size, mtime) and recorded in the
+    cache's ``checksums.json``, so that hashing a multi-GB file is paid once, not per run."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key in _HASHES:
+        return _HASHES[key]
+    store = _read_store()
+    rec = store.get("files", {}).get(key[0])
+    if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+        _HASHES[key] = rec["sha256"]
+        return rec["sha256"]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    _HASHES[key] = digest
+    store = _read_store()
+    store.setdefault("files", {})[key[0]] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    _write_store(store)
+    return digest
+
+
+def files_fingerprint(*paths: str | Path) -> str:
+    """One content hash for several files (order matters; names do not)."""
+    return sha256_bytes(*(file_sha256(p).encode() for p in paths))
+
+
+def download(url: str, dest: Path, *, dataset: str, md5: str | None = None, sha256: str | None = None,
+             timeout: float = 60.0) -> Path:
+    """Fetch ``url`` into ``dest`` (atomically) and verify its checksum.
+
+    With a known ``md5``/``sha256`` a mismatch is an error and nothing is kept. Without
+    one, the first download's SHA-256 is recorded in ``checksums.json`` under the URL and
+    every later download must match it (trust on first use). Raises DataError when
+    ``VALBENCH_OFFLINE`` is set or the network fails, saying where to put the file instead.
+    """
+    import urllib.error
+    import urllib.request
+
+    if os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        raise DataError(f"{dataset}: {dest.name} is not in {dest.parent} and {OFFLINE_ENV} forbids downloading it "
+                        f"from {url}; download it yourself and put it there (or pass path=)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    h_md5, h_sha = hashlib.md5(), hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
+            for block in iter(lambda: r.read(1 << 20), b""):
+                out.write(block)
+                h_md5.update(block)
+                h_sha.update(block)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{dataset}: {dest.name} is not in {dest.parent} and downloading it from {url} failed "
+                        f"({exc}); download it yourself and put it there (or pass path=)") from None
+    got_md5, got_sha = h_md5.hexdigest(), h_sha.hexdigest()
+    store = _read_store()
+    recorded = store.get("downloads", {}).get(url)
+    expected = [(md5, got_md5, "MD5"), (sha256, got_sha, "SHA-256")]
+    if recorded and not (md5 or sha256):
+        expected.append((recorded, got_sha, "recorded SHA-256"))
+    for want, got, what in expected:
+        if want and want.lower() != got:
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"{dataset}: the file downloaded from {url} has {what} {got}, expected {want}; "
+                            "the download is corrupt or the file changed upstream")
+    os.replace(tmp, dest)
+    store.setdefault("downloads", {})[url] = got_sha
+    _write_store(store)
+    return dest
+
+
+# --- Arrays computed once and kept in the cache ---------------------------------------------
+
+def array_sha256(a: np.ndarray) -> str:
+    """Content hash of an array: dtype, shape and bytes."""
+    a = np.ascontiguousarray(a)
+    return sha256_bytes(str(a.dtype).encode(), repr(a.shape).encode(), a.tobytes())
+
+
+def cached_array(key: str, compute: Callable[[], np.ndarray], subdir: str = "arrays") -> np.ndarray:
+    """``compute()``'s result, stored as ``<cache>/<subdir>/<key>.npy`` and read back on later
+    calls (``key`` must name everything the result depends on, e.g. content hashes)."""
+    target = cache_dir() / subdir / f"{key}.npy"
+    if target.is_file():
+        try:
+            return np.load(target, allow_pickle=False)
+        except (OSError, ValueError):  # a partial or corrupt cache entry: recompute it
+            target.unlink(missing_ok=True)
+    out = compute()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, out, allow_pickle=False)
+        os.replace(tmp, target)
+    except OSError:
+        pass
+    return out
+
+
+def weighted_sample(g: np.random.Generator, weights: np.ndarray, k: int) -> np.ndarray:
+    """``k`` distinct indices drawn one after another with probability proportional to
+    ``weights`` among those not yet drawn (Efraimidis-Spirakis keys), in draw order."""
+    w = np.asarray(weights, dtype=np.float64)
+    if k > len(w):
+        raise DataError(f"asked for {k} weighted samples from a pool of {len(w)}")
+    keys = g.exponential(size=len(w)) / w  # the k smallest keys are a successive weighted draw
+    pick = np.argpartition(keys, k - 1)[:k] if 0 < k < len(w) else np.arange(len(w))[:k]
+    return pick[np.argsort(keys[pick], kind="stable")]

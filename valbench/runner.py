@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from valbench.datautil import array_sha256, cached_array
 from valbench.errors import ConfigError, DataError, ValuationError
 from valbench.grid import Job
 from valbench.models import Learner, default_learner, default_metric
 from valbench.seeding import derive_seed, rng
 from valbench.timing import Timing, timed
-from valbench.types import Split, Splits, Truth, Valuation, ValuationTask
+from valbench.types import Encoder, Split, Splits, Truth, Valuation, ValuationTask, readonly
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Cell:
     n_classes: int | None
     learner: Learner
     metric: str
+    source_annotations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,18 @@ def check_splits(splits: Splits, name: str) -> None:
             )
 
 
+def encode_split(encoder: Encoder, s: Split, device: str, dataset: str) -> Split:
+    """``s`` with its inputs replaced by the encoder's features, cached by content hash
+    (the same pixels are encoded once, whichever job asks)."""
+    x = cached_array(f"{encoder.key}-{array_sha256(np.asarray(s.x))}",
+                     lambda: np.asarray(encoder.encode(np.asarray(s.x), device), dtype=np.float32), "encoded")
+    if len(x) != len(s):
+        raise DataError(f"dataset '{dataset}': its encoder returned {len(x)} rows for {len(s)} samples")
+    if not np.isfinite(x).all():
+        raise DataError(f"dataset '{dataset}': its encoder returned NaN or infinite features")
+    return Split(x, s.y)
+
+
 def as_unsupervised(s: Split) -> Split:
     x = np.asarray(s.x, dtype=np.float32)
     return Split(x, x)
@@ -105,19 +119,26 @@ class CellCache:
 
     def _prepare(self, job: Job) -> Cell:
         splits = self.splits(job)
+        if job.mode == "supervised" and splits.n_classes is None:
+            raise DataError(f"dataset '{job.dataset.label()}' has no labels; value it with --mode unsupervised")
         corruption = job.corruption.build()
         n_classes = splits.n_classes if job.mode == "supervised" else None
         source, truth = corruption.apply(splits.source.frozen(), n_classes, rng(job.seed, "corruption", job.corruption.name))
         if len(source) != len(splits.source) or len(truth.values) != len(source):
             raise DataError(f"corruption '{job.corruption.name}' changed the number of source samples")
         target, test = splits.target, splits.test
-        n_features = int(np.prod(splits.source.x.shape[1:]))
+        if splits.encoder is not None:  # after the corruption: noise goes into the raw inputs
+            source, target, test = (encode_split(splits.encoder, s, job.device, job.dataset.label())
+                                    for s in (source, target, test))
+        n_features = int(np.prod(source.x.shape[1:]))
         if job.mode == "unsupervised":
             source, target, test = as_unsupervised(source), as_unsupervised(target), as_unsupervised(test)
             learner = default_learner(n_features, None)
         else:
             learner = splits.learner or default_learner(n_features, n_classes)
-        return Cell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes))
+        notes = {k: readonly(np.asarray(v)) for k, v in splits.source_annotations.items()}
+        return Cell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes),
+                    notes)
 
 
 def as_valuation(out: Any, n_source: int) -> Valuation:
@@ -136,12 +157,20 @@ def as_valuation(out: Any, n_source: int) -> Valuation:
 
 
 def task_for(job: Job, cell: Cell) -> ValuationTask:
-    return ValuationTask(cell.source, cell.target, cell.n_classes, cell.learner, cell.metric, job.seed, job.device)
+    return ValuationTask(cell.source, cell.target, cell.n_classes, cell.learner, cell.metric, job.seed, job.device,
+                         cell.source_annotations)
 
 
 def precheck(job: Job, cache: CellCache) -> None:
-    """Run the valuer's optional ``check(task)`` (data-dependent checks such as k <= n)
-    before any work; a ValueError becomes a one-line ConfigError."""
+    """Check the annotations the valuer requires (``requires_annotations``) and run its
+    optional ``check(task)`` (data-dependent checks such as k <= n) before any work; a
+    ValueError becomes a one-line ConfigError."""
+    required = tuple(getattr(job.valuer.info.cls, "requires_annotations", ()) or ())
+    have = cache.cell(job).source_annotations
+    lacking = [n for n in required if n not in have]
+    if lacking:
+        raise ConfigError(f"valuer '{job.valuer.label()}' needs the per-sample annotation '{lacking[0]}', which "
+                          f"dataset '{job.dataset.label()}' does not provide (it provides: {', '.join(sorted(have)) or 'none'})")
     check = getattr(job.valuer.info.cls, "check", None)
     if callable(check):
         try:

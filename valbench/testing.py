@@ -3,9 +3,13 @@
 contract. It checks the name, construction with defaults, one finite value per source
 sample, determinism for a seed, that inputs are not modified, and, unless
 ``beats_chance=False``, a corrupted-label AUROC above ``min_auroc`` on an easy task.
+A valuer that declares ``requires_annotations = ("name", ...)`` gets, for each name, a
+per-source-sample annotation that tracks sample quality (1 for clean, 0 for corrupted,
+plus noise), as a dataset providing that annotation would.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -13,7 +17,7 @@ import numpy as np
 from valbench.plugins import NAME_RE, check_plugin_class
 from valbench.runner import as_valuation
 from valbench.seeding import rng
-from valbench.types import Split, ValuationTask
+from valbench.types import Split, ValuationTask, readonly
 
 
 def easy_task(seed: int = 0, n_source: int = 200, n_target: int = 100, n_features: int = 6,
@@ -45,6 +49,11 @@ def check_valuer(cls: type, params: dict[str, Any] | None = None, *, beats_chanc
     assert NAME_RE.match(cls.name)
     params = params or {}
     task, mask = easy_task()
+    required = tuple(getattr(cls, "requires_annotations", ()) or ())
+    if required:
+        g = rng(0, "conformance-annotations")
+        notes = {n: readonly(1.0 - mask + 0.3 * g.standard_normal(len(mask))) for n in required}
+        task = dataclasses.replace(task, source_annotations=notes)
     x_before, y_before = task.source.x.copy(), task.source.y.copy()
     v1 = as_valuation(cls(**params).value(task), len(task.source)).values
     v2 = as_valuation(cls(**params).value(task), len(task.source)).values

@@ -48,13 +48,27 @@ class Split:
 
 @dataclass(frozen=True)
 class Splits:
-    """What a dataset plugin returns for one seed: source, target and test sets."""
+    """What a dataset plugin returns for one seed: source, target and test sets.
+
+    ``encoder`` (optional) maps raw inputs to the features the learner sees; the harness
+    applies it after the corruption, so that e.g. feature noise is added to pixels before
+    a pretrained network encodes them. ``source_annotations`` (optional) are named
+    per-source-sample side information a dataset knows (e.g. LINCS replicate
+    correlation "apc"), one value per source sample, handed to valuers unchanged.
+    """
 
     source: Split
     target: Split
     test: Split
     n_classes: int | None
     learner: "Learner | None" = None  # None: the harness' default learner for the shape
+    encoder: "Encoder | None" = None  # applied by the harness to all three sets AFTER corruption
+    source_annotations: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, values in self.source_annotations.items():
+            if len(values) != len(self.source):
+                raise ValueError(f"source annotation '{key}' has {len(values)} values for {len(self.source)} samples")
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,7 @@ class ValuationTask:
     metric: str
     seed: int
     device: str = "cpu"
+    source_annotations: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def supervised(self) -> bool:
@@ -115,6 +130,16 @@ class Dataset(Protocol):
 
     def fingerprint(self) -> str:
         """A hash of the underlying data's content (goes into every job key)."""
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """A fixed feature map (e.g. a pretrained network) a dataset declares for its raw inputs."""
+
+    key: str  # names the encoder and its weights; encoded arrays are cached under it
+
+    def encode(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Features (n, ...) float32 for raw inputs ``x`` (n, ...); row i depends on x[i] only."""
 
 
 @runtime_checkable
