@@ -114,7 +114,7 @@ class CellCache:
         n_features = int(np.prod(splits.source.x.shape[1:]))
         if job.mode == "unsupervised":
             source, target, test = as_unsupervised(source), as_unsupervised(target), as_unsupervised(test)
-            learner = default_learner(n_features, None)
+            learner = default_learner(n_features, None, in_shape=splits.source.x.shape[1:])
         else:
             learner = splits.learner or default_learner(n_features, n_classes)
         return Cell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes))
