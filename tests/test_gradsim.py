@@ -30,6 +30,13 @@ def test_masks_are_per_sample_and_independent_of_the_batch():
     assert torch.allclose(quarter.unique(), torch.tensor([0.0, 4 / 3]))
 
 
+def test_host_column_seeds_equal_the_tensor_hash():
+    from valbench.gradsim.masks import _seed32, column_seeds
+
+    key = 0xDEADBEEF12345678
+    assert np.array_equal(column_seeds(1000, key), _seed32(torch.arange(1000), key).numpy())
+
+
 def test_target_and_source_ids_give_different_seeds():
     s = sample_seeds(torch.arange(100), key=3)
     t = sample_seeds(TARGET_ROWS + torch.arange(100), key=3)

@@ -7,12 +7,11 @@
 - :mod:`~valbench.gradsim.masks`: device-independent per-sample dropout masks;
 - :mod:`~valbench.gradsim.similarity`: cosine / dot / projection / euclidean from dot
   products and norms;
-- :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself.
+- :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself (``dvgs(task, DVGSConfig(...))``).
 """
 from valbench.gradsim.driver import ENGINES, build_engine, choose_engine, source_terms
-from valbench.gradsim.dvgs import DVGSConfig, dvgs
 from valbench.gradsim.engines import UnsupportedModel, check_model, select_parameters
 from valbench.gradsim.similarity import SIMILARITIES, similarity
 
-__all__ = ["ENGINES", "SIMILARITIES", "DVGSConfig", "UnsupportedModel", "build_engine", "check_model",
-           "choose_engine", "dvgs", "select_parameters", "similarity", "source_terms"]
+__all__ = ["ENGINES", "SIMILARITIES", "UnsupportedModel", "build_engine", "check_model", "choose_engine",
+           "select_parameters", "similarity", "source_terms"]

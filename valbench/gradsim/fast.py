@@ -121,9 +121,9 @@ def sample_terms(B: torch.Tensor, A: torch.Tensor, s: torch.Tensor, gw: torch.Te
         G = gw.reshape(out, inn)
         if T == 1:
             b, a = B[:, 0], A[:, 0]
-            inter = (a @ G.T) * b if out <= inn else (b @ G) * a  # the smaller intermediate
-            dot += inter.sum(1)
-            sq += b.pow(2).sum(1) * a.pow(2).sum(1)
+            # b_i^T G a_i through the smaller intermediate
+            dot += torch.linalg.vecdot(a @ G.T, b) if out <= inn else torch.linalg.vecdot(b @ G, a)
+            sq += (torch.linalg.vector_norm(b, dim=1) * torch.linalg.vector_norm(a, dim=1)).square_()
         elif T * (inn + out) < inn * out:  # Gram identity
             dot += ((B @ G) * A).sum((1, 2))
             sq += (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(B, B.transpose(1, 2))).sum((1, 2))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,6 +70,25 @@ def _seed32(values: torch.Tensor, key: int) -> torch.Tensor:
     return _mix32_(r)
 
 
+def _mix32_np(h: np.ndarray) -> np.ndarray:
+    """_mix32_ on uint32 numpy arrays (the same bits; numpy is cheaper for short vectors)."""
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(_C1)
+    h ^= h >> np.uint32(15)
+    h *= np.uint32(_C2)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def column_seeds(width: int, key: int) -> np.ndarray:
+    """int32 seeds of units 0..width-1 for a step/layer key: equal to
+    ``_seed32(arange(width), key)``, computed on the host (same on every device)."""
+    r = np.arange(width, dtype=np.uint32) ^ np.uint32(key & 0xFFFFFFFF)
+    _mix32_np(r)
+    r ^= np.uint32((key >> 32) & 0xFFFFFFFF)  # the ids' high words are 0
+    return _mix32_np(r).view(np.int32)
+
+
 def sample_seeds(ids: torch.Tensor, key: int) -> torch.Tensor:
     """Per-sample int32 dropout seeds for global sample ids (computed once per run)."""
     return _seed32(ids, key)
@@ -82,7 +102,7 @@ def keep_mask(key: int, seeds: torch.Tensor, width: int, p: float) -> torch.Tens
     xorshift, * C2) and keeps it iff the product, uniform over int32, is >= t with
     t = p * 2**32 - 2**31 (a keep probability exact to 2**-32).
     """
-    c = _seed32(torch.arange(width, device=seeds.device), key)
+    c = torch.from_numpy(column_seeds(width, key)).to(seeds.device, non_blocking=True)
     h = seeds[:, None] ^ c
     h.mul_(_C1)  # wrapping int32 multiply
     h ^= h >> 16  # (arithmetic shift: top bit cleared, restored by the next multiply)
