@@ -172,7 +172,9 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
     first_step, n_t = run.step, len(run.xt)
     try:
         for _epoch in range(config.epochs):
-            order = torch.randperm(n_t, generator=run.batches).to(run.xt.device)
+            order = torch.randperm(n_t, generator=run.batches)  # on the CPU: the same order on every device
+            if run.xt.device.type == "cuda":
+                order = order.pin_memory().to(run.xt.device, non_blocking=True)
             for start in range(0, n_t, config.target_batch):
                 idx = order[start:start + config.target_batch]
                 ctx.key = mix64(run.mask_key, restart, run.step)

@@ -102,7 +102,10 @@ def keep_mask(key: int, seeds: torch.Tensor, width: int, p: float) -> torch.Tens
     xorshift, * C2) and keeps it iff the product, uniform over int32, is >= t with
     t = p * 2**32 - 2**31 (a keep probability exact to 2**-32).
     """
-    c = torch.from_numpy(column_seeds(width, key)).to(seeds.device, non_blocking=True)
+    if seeds.device.type == "cpu":  # a few numpy ops beat a dozen tiny torch ops
+        c = torch.from_numpy(column_seeds(width, key))
+    else:  # on the device: no host-to-device copy (it would wait for the stream)
+        c = _seed32(torch.arange(width, device=seeds.device), key)
     h = seeds[:, None] ^ c
     h.mul_(_C1)  # wrapping int32 multiply
     h ^= h >> 16  # (arithmetic shift: top bit cleared, restored by the next multiply)
