@@ -19,7 +19,7 @@ $(BIN)/valbench: pyproject.toml
 setup: $(BIN)/valbench
 
 demo: setup
-	$(BIN)/valbench run --valuers random --datasets adult --corruptions labels,features --seeds 5 --results $(RESULTS)
+	$(BIN)/valbench run --valuers dvgs,random --datasets adult --corruptions labels,features --seeds 5 --results $(RESULTS)
 	$(BIN)/valbench table 1 --results $(RESULTS)
 	$(BIN)/valbench table 2 --results $(RESULTS)
 	$(BIN)/valbench table 3 --results $(RESULTS)

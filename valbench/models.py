@@ -15,7 +15,7 @@ from torch import nn
 
 from valbench.seeding import derive_seed, torch_generator
 
-Architecture = Literal["mlp", "mlp-autoencoder"]
+Architecture = Literal["mlp", "mlp-autoencoder", "conv-autoencoder"]
 PerformanceMetric = Literal["auroc", "accuracy", "r2"]
 
 
@@ -65,9 +65,36 @@ class MLPAutoencoder(nn.Module):
         return self.decoder(self.encoder(x.flatten(1))).view_as(x)
 
 
+class ConvAutoencoder(nn.Module):
+    """The paper's image autoencoder (exp7): C -> 32 -> 32 -> latent channels with
+    stride-2 4x4 convolutions (32x32 -> 16 -> 8 -> 4), Mish between layers, and the
+    mirror image with transposed convolutions. Outputs the reconstruction, shaped as x
+    (x may also come flattened, as (n, C*H*W))."""
+
+    def __init__(self, in_shape: tuple[int, int, int], hidden: tuple[int, ...] = (32, 32), latent: int = 10):
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+
+        def stack(widths: list[int], conv: type) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+                layers.append(conv(a, b, kernel_size=4, stride=2, padding=1))
+                if i < len(widths) - 2:
+                    layers.append(nn.Mish())
+            return nn.Sequential(*layers)
+
+        channels = [self.in_shape[0], *hidden, latent]
+        self.encoder = stack(channels, nn.Conv2d)
+        self.decoder = stack(channels[::-1], nn.ConvTranspose2d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x.reshape(-1, *self.in_shape))).view_as(x)
+
+
 ARCHITECTURES: dict[str, Callable[["Learner"], nn.Module]] = {
     "mlp": lambda l: MLP(l.in_features, l.out_features, l.hidden, l.dropout, l.norm),
     "mlp-autoencoder": lambda l: MLPAutoencoder(l.in_features, l.hidden, l.latent),
+    "conv-autoencoder": lambda l: ConvAutoencoder(l.in_shape, l.hidden, l.latent),
 }
 
 
@@ -90,6 +117,7 @@ class Learner:
     epochs: int = 200
     batch_size: int = 250
     class_balance: bool = False
+    in_shape: tuple[int, ...] = ()  # per-sample input shape; needed by conv-autoencoder
 
     @property
     def supervised(self) -> bool:
@@ -160,8 +188,12 @@ def _targets(y: np.ndarray, supervised: bool, device: str) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32, device=device)
 
 
-def default_learner(in_features: int, n_classes: int | None) -> Learner:
-    """The paper's MLP for classification, its MLP autoencoder (d-250-32) without labels."""
+def default_learner(in_features: int, n_classes: int | None, in_shape: tuple[int, ...] | None = None) -> Learner:
+    """The paper's MLP for classification; without labels its conv autoencoder for images
+    (``in_shape`` (C, 32, 32)) and its MLP autoencoder (d-250-32) otherwise."""
+    if n_classes is None and in_shape is not None and len(in_shape) == 3 and tuple(in_shape[1:]) == (32, 32):
+        return Learner("conv-autoencoder", in_features, in_features, hidden=(32, 32), latent=10, dropout=0.0,
+                       norm=False, lr=1e-3, epochs=100, batch_size=256, in_shape=tuple(int(d) for d in in_shape))
     if n_classes is None:
         return Learner("mlp-autoencoder", in_features, in_features, hidden=(250,), dropout=0.0,
                        norm=False, lr=1e-3, epochs=300, batch_size=500)

@@ -131,11 +131,13 @@ class CellCache:
             source, target, test = (encode_split(splits.encoder, s, job.device, job.dataset.label())
                                     for s in (source, target, test))
         n_features = int(np.prod(source.x.shape[1:]))
+        # a dataset's own learner is used in the mode it was made for
+        own = splits.learner if splits.learner is not None and splits.learner.supervised == (n_classes is not None) else None
         if job.mode == "unsupervised":
             source, target, test = as_unsupervised(source), as_unsupervised(target), as_unsupervised(test)
-            learner = default_learner(n_features, None)
+            learner = own or default_learner(n_features, None, in_shape=source.x.shape[1:])
         else:
-            learner = splits.learner or default_learner(n_features, n_classes)
+            learner = own or default_learner(n_features, n_classes)
         notes = {k: readonly(np.asarray(v)) for k, v in splits.source_annotations.items()}
         return Cell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes),
                     notes)

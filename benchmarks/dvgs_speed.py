@@ -1,0 +1,165 @@
+"""DVGS speed: ms per DVGS step and source samples per second, per engine, side by side.
+
+For the paper's MLP (108-100-100-2) at 1k, 10k and 100k source samples and its MLP
+autoencoder (978-250-32) at 10k, one run prints:
+
+- floor: one plain forward + backward pass (with parameter gradients) over the whole
+  source set, through the same model DVGS values (same layers, same dropout masks);
+- fast / opacus / naive: one whole DVGS step (target mini-batch gradient, every source
+  sample's similarity, Adam step), measured inside real ``dvgs()`` calls as the time
+  difference between runs of k1 and k2 steps (so set-up is not counted);
+- peak memory of the k2 run (CPU: resident high-water mark above the start; CUDA:
+  allocator peak), ratios between engines, and the whole exp1 valuation on real ADULT
+  (3 restarts x 100 full-batch steps, 1000 source samples).
+
+Numbers are medians of --repeats runs. Run with the thread count you report:
+    python benchmarks/dvgs_speed.py --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from valbench.gradsim.dvgs import DVGSConfig, dvgs
+from valbench.gradsim.layers import prepare_model
+from valbench.gradsim.masks import sample_seeds
+from valbench.models import Learner
+from valbench.timing import timed
+from valbench.types import Split, ValuationTask
+
+NAIVE_LIMIT_S = 60.0  # skip the naive loop where its measurement would take longer
+
+
+@dataclass
+class Case:
+    name: str
+    learner: Learner
+    n_source: int
+    n_target: int
+    n_classes: int | None
+
+
+def make_task(case: Case, device: str) -> ValuationTask:
+    g = np.random.default_rng(0)
+    d = case.learner.in_features
+
+    def split(n):
+        x = g.random((n, d), dtype=np.float32)
+        y = g.integers(0, case.n_classes, n) if case.n_classes else x
+        return Split(x, y)
+
+    return ValuationTask(split(case.n_source), split(case.n_target), case.n_classes, case.learner,
+                         "auroc" if case.n_classes else "r2", 0, device)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def floor_s(task: ValuationTask, repeats: int) -> float:
+    """One forward + backward over the whole source set through the valued model."""
+    model = task.learner.build(0, task.device)
+    ctx, _ = prepare_model(model)
+    x = torch.tensor(task.source.x, device=task.device)
+    y = torch.tensor(task.source.y, device=task.device)
+    ctx.seeds = sample_seeds(torch.arange(len(x), device=task.device), 1)
+    loss_fn = task.learner.loss("none")
+    times = []
+    for _ in range(repeats + 1):
+        sync(task.device)
+        t0 = time.perf_counter()
+        loss_fn(model(x), y).sum().backward()
+        sync(task.device)
+        times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    return statistics.median(times[1:])
+
+
+def step_s(task: ValuationTask, engine: str, k1: int, k2: int, repeats: int) -> tuple[float, float]:
+    """(seconds per DVGS step, peak bytes) from dvgs() runs of k1 and k2 full-batch steps."""
+    def run(k):
+        cfg = DVGSConfig(restarts=1, epochs=k, target_batch=len(task.target), engine=engine)
+        out, timing = timed(lambda: dvgs(task, cfg), task.device)
+        assert out.info["engine"] == engine, out.info
+        peak = timing.peak_device_bytes if timing.peak_device_bytes is not None else \
+            (timing.peak_rss_bytes or 0) - (timing.base_rss_bytes or 0)
+        return timing.wall_s, peak
+
+    diffs, peaks = [], []
+    for _ in range(repeats):
+        a, _ = run(k1)
+        b, peak = run(k2)
+        diffs.append((b - a) / (k2 - k1))
+        peaks.append(peak)
+    return max(statistics.median(diffs), 1e-9), max(peaks)
+
+
+def bench(case: Case, device: str, repeats: int) -> None:
+    task = make_task(case, device)
+    n = case.n_source
+    print(f"\n{case.name}: {n:,} source, {case.n_target} target (one full batch), device {device}")
+    print(f"  {'':8s} {'ms/step':>10s} {'samples/s':>12s} {'peak MB':>9s} {'x floor':>8s}")
+    floor = floor_s(task, max(repeats, 3))
+    print(f"  {'floor':8s} {floor * 1e3:10.2f} {n / floor:12,.0f} {'':>9s} {1.0:8.2f}")
+    results = {}
+    for engine, k1, k2 in [("fast", 2, 12), ("opacus", 1, 3), ("naive", 1, 2)]:
+        reps = repeats if engine == "fast" else max(1, min(repeats, 3))
+        if engine == "naive":
+            small = Case(case.name, case.learner, min(n, 200), case.n_target, case.n_classes)
+            per_sample = step_s(make_task(small, device), "naive", 1, 2, 1)[0] / small.n_source
+            if per_sample * n * (k1 + k2) * reps > NAIVE_LIMIT_S:
+                print(f"  {'naive':8s} skipped: about {per_sample * n:.1f} s per step (one backward pass per "
+                      f"sample, {per_sample * 1e3:.2f} ms each), over {NAIVE_LIMIT_S:.0f} s to measure")
+                continue
+        sec, peak = step_s(task, engine, k1, k2, reps)
+        results[engine] = sec
+        print(f"  {engine:8s} {sec * 1e3:10.2f} {n / sec:12,.0f} {peak / 2**20:9.0f} {sec / floor:8.2f}")
+    line = [f"fast/floor {results['fast'] / floor:.2f}x", f"opacus/fast {results['opacus'] / results['fast']:.1f}x"]
+    if "naive" in results:
+        line.append(f"naive/fast {results['naive'] / results['fast']:.0f}x")
+    print("  ratios: " + ", ".join(line))
+
+
+def exp1(device: str, repeats: int) -> None:
+    from valbench.grid import build_experiment, expand
+    from valbench.plugins import build_registry
+    from valbench.runner import CellCache, task_for
+
+    raw = {"datasets": "adult", "corruptions": "labels", "valuers": "dvgs", "seeds": 1}
+    (job,) = expand(build_experiment(raw), build_registry(), device)
+    task = task_for(job, CellCache().cell(job))
+    times = []
+    for _ in range(repeats):
+        out, timing = timed(lambda: dvgs(task, DVGSConfig()), device)
+        times.append(timing.wall_s)
+    print(f"\nexp1 on ADULT (3 restarts x 100 full-batch steps, 1000 source, 108 features, engine "
+          f"{out.info['engine']}): {statistics.median(times):.2f} s median of {repeats} "
+          f"(min {min(times):.2f}, max {max(times):.2f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
+          f"medians of {args.repeats} repeats (opacus/naive: at most 3)")
+    exp1(device, args.repeats)
+    for n in (int(s) for s in args.sizes.split(",")):
+        bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats)
+    ae = Learner("mlp-autoencoder", 978, 978, hidden=(250,), latent=32, dropout=0.0, norm=False)
+    bench(Case("MLP autoencoder 978-250-32", ae, 10_000, 2000, None), device, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

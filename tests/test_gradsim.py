@@ -1,0 +1,238 @@
+"""valbench.gradsim: masks, layers, and the agreement of the three per-sample engines."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from valbench.gradsim import similarity
+from valbench.gradsim.driver import ChunkState, build_engine, choose_engine, fused_terms, source_terms
+from valbench.gradsim.engines import UnsupportedModel, check_model, select_parameters
+from valbench.gradsim.layers import FastMish, prepare_model
+from valbench.gradsim.masks import TARGET_ROWS, HashDropout, MaskContext, keep_mask, sample_seeds
+from valbench.gradsim.similarity import SIMILARITIES
+from valbench.models import Learner
+
+# ---------------------------------------------------------------- masks and layers
+
+
+def test_masks_are_per_sample_and_independent_of_the_batch():
+    seeds = sample_seeds(torch.arange(3000), key=7)
+    m = keep_mask(11, seeds, 50, 0.5)
+    assert set(m.unique().tolist()) == {0.0, 2.0}  # inverted dropout scale 1 / (1 - p)
+    assert abs((m > 0).float().mean().item() - 0.5) < 0.01
+    assert torch.equal(keep_mask(11, seeds[1000:1400], 50, 0.5), m[1000:1400])  # chunking never matters
+    assert not torch.equal(m[0], m[1])  # one mask per sample, not one per batch
+    assert (keep_mask(12, seeds, 50, 0.5) == m).float().mean() < 0.55  # a new key, a new mask
+    quarter = keep_mask(11, seeds, 50, 0.25)
+    assert abs((quarter > 0).float().mean().item() - 0.75) < 0.01
+    assert torch.allclose(quarter.unique(), torch.tensor([0.0, 4 / 3]))
+
+
+def test_host_column_seeds_equal_the_tensor_hash():
+    from valbench.gradsim.masks import _seed32, column_seeds
+
+    key = 0xDEADBEEF12345678
+    assert np.array_equal(column_seeds(1000, key), _seed32(torch.arange(1000), key).numpy())
+
+
+def test_target_and_source_ids_give_different_seeds():
+    s = sample_seeds(torch.arange(100), key=3)
+    t = sample_seeds(TARGET_ROWS + torch.arange(100), key=3)
+    assert s.dtype == torch.int32 and (s != t).all()
+
+
+def test_hash_dropout_is_identity_in_eval_and_when_disabled():
+    ctx = MaskContext(key=5, seeds=sample_seeds(torch.arange(4), 1))
+    layer = HashDropout(0.5, ctx, 0)
+    x = torch.ones(4, 10)
+    assert not torch.equal(layer(x), x)
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    layer.train()
+    ctx.enabled = False
+    assert torch.equal(layer(x), x)
+
+
+def test_fast_mish_matches_torch_mish():
+    x = torch.linspace(-40, 60, 2001, dtype=torch.float64, requires_grad=True)
+    y, ref = FastMish()(x), nn.functional.mish(x)
+    assert torch.allclose(y, ref, atol=1e-12)
+    g, = torch.autograd.grad(y.sum(), x)
+    r, = torch.autograd.grad(ref.sum(), x)
+    assert torch.allclose(g, r, atol=1e-12)
+
+
+def test_batchnorm_is_refused_with_the_layer_and_an_alternative():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModel, match=r"layer '1' \(BatchNorm1d\).*LayerNorm or nn.GroupNorm"):
+        check_model(model)
+
+
+def test_parameter_selection():
+    model = Learner("mlp", 5, 2).build(0)
+    assert len(select_parameters(model, "all")) == 6
+    assert select_parameters(model, "last") == ["net.8.weight", "net.8.bias"]
+    assert select_parameters(model, r"weight$") == ["net.0.weight", "net.4.weight", "net.8.weight"]
+    with pytest.raises(UnsupportedModel, match="matches no parameter.*net.0.weight"):
+        select_parameters(model, "nothing")
+
+
+# ---------------------------------------------------------------- engines agree
+
+def _setup(arch: str, dtype=torch.float32, n: int = 24):
+    g = torch.Generator().manual_seed(0)
+    if arch == "mlp":
+        learner = Learner("mlp", 12, 3)
+        x = torch.randn(n, 12, generator=g)
+        y = torch.randint(0, 3, (n,), generator=g)
+    elif arch == "mlp-autoencoder":
+        learner = Learner("mlp-autoencoder", 30, 30, hidden=(20,), latent=6, dropout=0.0, norm=False)
+        x = torch.randn(n, 30, generator=g)
+        y = x
+    else:
+        learner = Learner("conv-autoencoder", 3 * 32 * 32, 3 * 32 * 32, hidden=(6, 6), latent=4, dropout=0.0,
+                          norm=False, in_shape=(3, 32, 32))
+        x = torch.randn(n // 3, 3, 32, 32, generator=g)
+        y = x
+    model = learner.build(0).to(dtype)
+    x = x.to(dtype)
+    y = y.to(dtype) if arch != "mlp" else y
+    ctx, _ = prepare_model(model)
+    ctx.key = 99
+    seeds = sample_seeds(torch.arange(len(x)), 1)
+    names = [n for n, _ in model.named_parameters()]
+    # a target gradient: the mean loss gradient of a few other samples
+    ctx.seeds = sample_seeds(TARGET_ROWS + torch.arange(len(x)), 1)
+    loss = learner.loss("mean")(model(x.flip(0)), y.flip(0))
+    target = list(torch.autograd.grad(loss, list(model.parameters())))
+    return learner, model, ctx, x, y, seeds, names, target
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
+    """Relative agreement at the scale of the values (dot products may cross zero)."""
+    return bool(((a - b).abs() <= rtol * (b.abs() + b.abs().max())).all())
+
+
+@pytest.mark.parametrize("arch", ["mlp", "mlp-autoencoder", "conv-autoencoder"])
+def test_fast_engine_equals_opacus_for_every_similarity(arch):
+    learner, model, ctx, x, y, seeds, names, target = _setup(arch)
+    loss = learner.loss("none")
+    terms = {}
+    for name in ("fast", "opacus"):
+        engine = build_engine(name, model, loss, names, ctx)
+        terms[name] = engine.terms(x, y, seeds, target)
+        engine.close()
+    (df, sf), (do, so) = terms["fast"], terms["opacus"]
+    assert _close(sf, so, 1e-5) and _close(df, do, 1e-5)
+    tsq = sum(t.pow(2).sum() for t in target)
+    for kind in SIMILARITIES:
+        assert _close(similarity(kind, df, sf, tsq), similarity(kind, do, so, tsq), 1e-5), kind
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv-autoencoder"])
+def test_all_engines_agree_in_float64(arch):
+    learner, model, ctx, x, y, seeds, names, target = _setup(arch, torch.float64, n=9)
+    out = {}
+    for name in ("naive", "opacus", "fast"):
+        engine = build_engine(name, model, learner.loss("none"), names, ctx)
+        out[name] = engine.terms(x, y, seeds, target)
+        engine.close()
+    for name in ("opacus", "fast"):
+        for a, b in zip(out[name], out["naive"]):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * b.abs().max()), name
+
+
+def test_fused_step_gives_the_autograd_target_gradient_and_the_same_terms():
+    learner, model, ctx, x, y, seeds, names, _ = _setup("mlp", torch.float64)
+    xt, yt = x[:7], y[:7]
+    tseeds = sample_seeds(TARGET_ROWS + torch.arange(7), 1)
+    w = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    target_loss = learner.loss("mean", class_weights=w)
+    ctx.seeds = tseeds
+    ref_loss = target_loss(model(xt), yt)
+    ref = torch.autograd.grad(ref_loss, list(model.parameters()))
+    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    assert engine.fusable
+    state = ChunkState(5)  # the fused chunk and then two more chunks
+    loss, grads, dot, sq = fused_terms(engine, xt, yt, tseeds, target_loss, x, y, seeds, list(range(6)), state)
+    assert torch.allclose(loss, ref_loss)
+    for g, r in zip(grads, ref):
+        assert torch.allclose(g, r, rtol=1e-10, atol=1e-14)
+    d2, s2 = source_terms(engine, x, y, seeds, list(ref), ChunkState(len(x)))
+    assert torch.allclose(dot, d2, rtol=1e-10) and torch.allclose(sq, s2, rtol=1e-10)
+
+
+def test_selected_parameters_only():
+    learner, model, ctx, x, y, seeds, _, target = _setup("mlp", torch.float64, n=6)
+    names = select_parameters(model, "last")
+    sel = [target[6 - 2], target[6 - 1]]
+    res = {}
+    for name in ("naive", "fast", "opacus"):
+        engine = build_engine(name, model, learner.loss("none"), names, ctx)
+        res[name] = engine.terms(x, y, seeds, sel)
+        engine.close()
+    assert torch.allclose(res["fast"][0], res["naive"][0]) and torch.allclose(res["opacus"][1], res["naive"][1])
+
+
+def test_auto_falls_back_to_opacus_for_layers_the_fast_engine_cannot_handle():
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))  # affine LayerNorm
+    names = [n for n, _ in model.named_parameters()]
+    choice = choose_engine("auto", model, names, torch.randn(2, 4))
+    assert choice.name == "opacus" and "LayerNorm" in choice.reason
+    with pytest.raises(UnsupportedModel, match="engine=fast cannot be used.*LayerNorm.*engine=opacus"):
+        choose_engine("fast", model, names, torch.randn(2, 4))
+    assert choose_engine("auto", model, ["0.weight", "2.bias"], torch.randn(2, 4)).name == "fast"
+
+
+def test_shared_layers_fall_back():
+    lin = nn.Linear(4, 4)
+    model = nn.Sequential(lin, nn.Mish(), lin)
+    choice = choose_engine("auto", model, [n for n, _ in model.named_parameters()], torch.randn(2, 4))
+    assert choice.name == "opacus" and "2 times" in choice.reason
+
+
+def test_out_of_memory_halves_the_chunk_and_keeps_the_values():
+    learner, model, ctx, x, y, seeds, names, target = _setup("mlp")
+    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    ref = source_terms(engine, x, y, seeds, target, ChunkState(len(x)))
+    real = engine.terms
+
+    def small_only(xc, *args):
+        if len(xc) > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(xc, *args)
+
+    engine.terms = small_only
+    state = ChunkState(len(x))
+    dot, sq = source_terms(engine, x, y, seeds, target, state)
+    assert state.size <= 5 and state.splits == 3
+    assert torch.allclose(dot, ref[0], rtol=1e-5, atol=1e-7) and torch.allclose(sq, ref[1], rtol=1e-5)
+
+
+def test_similarities_from_dot_and_norm():
+    gt = torch.tensor([3.0, 4.0])
+    gi = torch.tensor([[3.0, 4.0], [-4.0, 3.0], [0.0, 0.0], [6.0, 8.0]])
+    dot, sq, tsq = gi @ gt, gi.pow(2).sum(1), gt.pow(2).sum()
+    assert torch.allclose(similarity("cosine", dot, sq, tsq), torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(similarity("dot", dot, sq, tsq), torch.tensor([25.0, 0.0, 0.0, 50.0], dtype=torch.float64))
+    assert torch.allclose(similarity("projection", dot, sq, tsq), torch.tensor([5.0, 0.0, 0.0, 10.0], dtype=torch.float64))
+    expect = -torch.tensor([0.0, np.sqrt(50), 5.0, 5.0], dtype=torch.float64)
+    assert torch.allclose(similarity("euclidean", dot, sq, tsq), expect)
+
+
+@pytest.mark.gpu
+def test_masks_and_terms_are_the_same_on_cuda():
+    seeds = sample_seeds(torch.arange(5000), key=7)
+    assert torch.equal(keep_mask(11, seeds.cuda(), 300, 0.5).cpu(), keep_mask(11, seeds, 300, 0.5))
+    assert torch.equal(sample_seeds(torch.arange(5000).cuda(), 7).cpu(), seeds)
+    learner, model, ctx, x, y, seeds, names, target = _setup("mlp", torch.float64)
+    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    cpu = engine.terms(x, y, seeds, target)
+    engine.close()
+    model.cuda()
+    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    gpu = engine.terms(x.cuda(), y.cuda(), seeds.cuda(), [t.cuda() for t in target])
+    for a, b in zip(gpu, cpu):
+        assert torch.allclose(a.cpu(), b, rtol=1e-9)

@@ -1,0 +1,17 @@
+"""Per-sample gradient similarities, shared by gradient-based valuers (DVGS first).
+
+- :mod:`~valbench.gradsim.engines`: the naive loop and the Opacus materialising engine,
+  model checks, parameter selection;
+- :mod:`~valbench.gradsim.fast`: the exact fast engine (no per-sample gradients);
+- :mod:`~valbench.gradsim.driver`: engine choice, memory-safe chunking;
+- :mod:`~valbench.gradsim.masks`: device-independent per-sample dropout masks;
+- :mod:`~valbench.gradsim.similarity`: cosine / dot / projection / euclidean from dot
+  products and norms;
+- :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself (``dvgs(task, DVGSConfig(...))``).
+"""
+from valbench.gradsim.driver import ENGINES, build_engine, choose_engine, source_terms
+from valbench.gradsim.engines import UnsupportedModel, check_model, select_parameters
+from valbench.gradsim.similarity import SIMILARITIES, similarity
+
+__all__ = ["ENGINES", "SIMILARITIES", "UnsupportedModel", "build_engine", "check_model", "choose_engine",
+           "select_parameters", "similarity", "source_terms"]

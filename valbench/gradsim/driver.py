@@ -1,0 +1,152 @@
+"""Choosing an engine and running it over the whole source set in memory-safe chunks.
+
+Chunk sizes change memory and speed, never values: dropout masks are keyed by global
+sample indices, and every sample's terms depend on that sample alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from valbench.gradsim.engines import Engine, NaiveEngine, OpacusEngine, PerSampleLoss, UnsupportedModel
+from valbench.gradsim.fast import FastEngine, unsupported
+from valbench.gradsim.masks import MaskContext
+
+ENGINES = ("auto", "fast", "opacus", "naive")
+CPU_CHUNK_BYTES = 256 * 2**20  # cap on one chunk's working memory on CPU
+CUDA_FREE_FRACTION = 0.25  # start chunks at this share of free device memory
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    name: str  # "fast" | "opacus" | "naive"
+    reason: str  # why (e.g. the layer that made "auto" fall back)
+
+
+def choose_engine(kind: str, model: nn.Module, names: Sequence[str], probe_x: torch.Tensor) -> EngineChoice:
+    """Resolve ``auto`` (fast where it applies, else Opacus); refuse ``fast`` where it cannot work."""
+    if kind not in ENGINES:
+        raise UnsupportedModel(f"unknown engine {kind!r}; use one of {', '.join(ENGINES)}")
+    if kind in ("opacus", "naive"):
+        return EngineChoice(kind, "requested")
+    why = unsupported(model, names, probe=probe_x)
+    if why is None:
+        return EngineChoice("fast", "requested" if kind == "fast" else "default")
+    if kind == "fast":
+        raise UnsupportedModel(f"engine=fast cannot be used: {why}; use engine=auto or engine=opacus")
+    return EngineChoice("opacus", f"fallback: {why}")
+
+
+def build_engine(name: str, model: nn.Module, loss_fn: PerSampleLoss, names: Sequence[str],
+                 context: MaskContext) -> Engine:
+    cls = {"fast": FastEngine, "opacus": OpacusEngine, "naive": NaiveEngine}[name]
+    return cls(model, loss_fn, names, context)
+
+
+def activation_bytes(model: nn.Module, x: torch.Tensor, context: MaskContext) -> int:
+    """Rough bytes per sample that one forward + backward pass holds: every leaf module's
+    output, twice (kept for backward, and its gradient), plus the input."""
+    total = 0
+
+    def add(m, i, o):
+        nonlocal total
+        if isinstance(o, torch.Tensor):
+            total += o.numel() * o.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(add) for m in leaves]
+    try:
+        context.seeds = torch.zeros(len(x), dtype=torch.int32, device=x.device)
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(1, (2 * total + x.numel() * x.element_size()) // len(x))
+
+
+def initial_chunk(engine: Engine, source_batch: int, n: int, act_bytes: int, device: torch.device) -> int:
+    """Samples per chunk. Materialising engines take ``source_batch`` (the paper's memory
+    knob) capped by the memory limit; the fast engine, holding only activations, takes
+    as many samples as fit in the limit (and at least ``source_batch``, capped)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        limit = int(free * CUDA_FREE_FRACTION)
+    else:
+        limit = CPU_CHUNK_BYTES
+    itemsize = engine.params[0].element_size() if engine.params else 4
+    per_sample = act_bytes + (engine.n_params * itemsize if engine.materialises else 0)
+    fits = max(1, limit // per_sample)
+    chunk = min(source_batch, fits) if engine.materialises else fits
+    return int(max(1, min(n, chunk)))
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@dataclass
+class ChunkState:
+    size: int
+    splits: int = 0  # how often a chunk was halved after running out of memory
+
+
+def _shrink(exc: Exception, engine: Engine, state: ChunkState, device: torch.device) -> None:
+    """After an out-of-memory error: clean up and halve the chunk (or give up at 1)."""
+    if not is_oom(exc):
+        raise exc
+    engine.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if state.size == 1:
+        raise MemoryError("out of memory with a single source sample per chunk") from None
+    state.size = max(1, state.size // 2)
+    state.splits += 1
+
+
+def source_terms(engine: Engine, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor,
+                 target: Sequence[torch.Tensor], state: ChunkState, start: int = 0,
+                 out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dot, sq) for every source sample from ``start`` on, chunk by chunk; a chunk that
+    runs out of memory is retried at half the size, and the smaller size is kept."""
+    n = len(x)
+    dot, sq = out if out is not None else (torch.empty(n, dtype=x.dtype, device=x.device),
+                                           torch.empty(n, dtype=x.dtype, device=x.device))
+    while start < n:
+        stop = min(start + state.size, n)
+        try:
+            d, s = engine.terms(x[start:stop], y[start:stop], seeds[start:stop], target)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+            _shrink(exc, engine, state, x.device)
+            continue
+        dot[start:stop], sq[start:stop] = d, s
+        start = stop
+    return dot, sq
+
+
+def fused_terms(engine: FastEngine, xt: torch.Tensor, yt: torch.Tensor, seeds_t: torch.Tensor, target_loss,
+                x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, selected: Sequence[int], state: ChunkState,
+                ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The target batch rides along with the first source chunk (one forward and one
+    backward pass); returns (target loss, target gradient of every trainable parameter,
+    dot, sq), the terms taken against the selected part of the target gradient."""
+    n = len(x)
+    while True:
+        first = min(state.size, n)
+        try:
+            loss, grads, d, s = engine.fused_step(xt, yt, seeds_t, target_loss, x[:first], y[:first], seeds[:first])
+            break
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+            _shrink(exc, engine, state, x.device)
+    dot = torch.empty(n, dtype=d.dtype, device=d.device)
+    sq = torch.empty_like(dot)
+    dot[:first], sq[:first] = d, s
+    if first < n:
+        source_terms(engine, x, y, seeds, [grads[k] for k in selected], state, first, (dot, sq))
+    return loss, grads, dot, sq
