@@ -7,11 +7,11 @@ from valbench.testing import check_valuer, easy_task
 from valbench.types import Split, ValuationTask
 from valbench_plugins.valuers.dvrl import DVRLValuer, Estimator
 
-SMALL = {"iterations": 30, "inner_epochs": 10}
+SMALL = DVRLValuer.test_params
 
 
 def test_conformance_small():
-    check_valuer(DVRLValuer, SMALL)
+    check_valuer(DVRLValuer)  # with its test_params
 
 
 def test_values_are_estimator_probabilities_and_fits_are_counted():

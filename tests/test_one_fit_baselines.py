@@ -16,12 +16,15 @@ def test_target_loss_conformance_and_definition():
     out = TargetLossValuer().value(task)
     assert out.fits == 1 and (out.values <= 0).all()
     # minus the cross-entropy of each source label under the model fitted on the target set
-    from valbench_plugins.valuers._fit_learner import fit_learner
+    from valbench_plugins.valuers._fit_learner import TARGET_MODEL, fit_learner
 
     model = fit_learner(task.learner, task.target.x, task.target.y, 2, seed=task.seed, device="cpu",
-                        label="target-loss")
+                        label=TARGET_MODEL)
     p = task.learner.predict(model, task.source.x)
     np.testing.assert_allclose(out.values, np.log(p[np.arange(60), task.source.y]), atol=1e-5)
+    # confident-learning with the task's learner fitted on the target set is the same model
+    cl = ConfidentLearningValuer(model="learner").value(task).values
+    np.testing.assert_allclose(np.log(cl), out.values, atol=1e-5)
 
 
 def test_target_loss_unsupervised_uses_reconstruction_error():

@@ -3,6 +3,9 @@
 contract. It checks the name, construction with defaults, one finite value per source
 sample, determinism for a seed, that inputs are not modified, and, unless
 ``beats_chance=False``, a corrupted-label AUROC above ``min_auroc`` on an easy task.
+A valuer whose defaults are too slow for a test run (thousands of model fits) declares
+small settings in a class attribute ``test_params`` (a dict; the idea of benchopt's
+``test_config``); they are used when ``params`` is not given.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def check_valuer(cls: type, params: dict[str, Any] | None = None, *, beats_chanc
 
     check_plugin_class("valuer", cls)
     assert NAME_RE.match(cls.name)
-    params = params or {}
+    params = dict(getattr(cls, "test_params", {})) if params is None else params
     task, mask = easy_task()
     x_before, y_before = task.source.x.copy(), task.source.y.copy()
     v1 = as_valuation(cls(**params).value(task), len(task.source)).values

@@ -9,6 +9,11 @@ from valbench.fastfit import single_thread
 from valbench.models import Learner, class_weights
 from valbench.seeding import derive_seed
 
+# The stream of the one model fitted on the target set. target-loss and
+# confident-learning[model=learner] share it, so they use the very same model: their
+# values are then monotone transforms of each other (-CE = log p(y)), by design.
+TARGET_MODEL = "target-model"
+
 
 def fit_learner(learner: Learner, x: np.ndarray, y: np.ndarray, n_classes: int | None, *, seed: int,
                 device: str, label: str) -> nn.Module:

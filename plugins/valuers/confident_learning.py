@@ -11,8 +11,10 @@ mislabelled. Where the probabilities come from (``probabilities``):
 
 The model (``model``): ``logistic`` = scikit-learn LogisticRegression (lbfgs, C = 1,
 max_iter 1000) on the flattened features, or ``learner`` = the task's learner (the
-paper's MLP with its recipe, class-balanced where the learner says so). Own
-implementation of the score; cleanlab is not needed. Supervised tasks only.
+paper's MLP with its recipe, class-balanced where the learner says so). With
+``probabilities=target, model=learner`` the model is the one ``target-loss`` fits, so the
+two rank the source identically (log p(y) = -CE). Own implementation of the score;
+cleanlab is not needed. Supervised tasks only.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 from valbench import hookimpl
 from valbench.seeding import derive_seed
 from valbench.types import Valuation, ValuationTask
-from valbench_plugins.valuers._fit_learner import fit_learner
+from valbench_plugins.valuers._fit_learner import TARGET_MODEL, fit_learner
 
 
 class ConfidentLearningValuer:
@@ -85,7 +87,7 @@ class ConfidentLearningValuer:
         xs, ys = np.asarray(task.source.x), np.asarray(task.source.y)
         if self.probabilities == "target":
             proba = self._proba(task, np.asarray(task.target.x), np.asarray(task.target.y), xs,
-                                "confident-learning/target")
+                                TARGET_MODEL)
             fits = 1
         else:
             from sklearn.model_selection import StratifiedKFold

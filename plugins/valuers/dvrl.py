@@ -81,6 +81,7 @@ class DVRLValuer:
     name = "dvrl"
     version = "1"
     supervised_only = True
+    test_params = {"iterations": 30, "inner_epochs": 10}  # check_valuer: seconds, not hours
 
     def __init__(self, *, iterations: int = 2000, batch_size: int = 2000, inner_epochs: int = 100,
                  predictor_batch_size: int = 256, predictor_lr: float = 1e-3, learning_rate: float = 0.01,

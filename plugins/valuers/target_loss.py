@@ -13,7 +13,7 @@ import torch
 
 from valbench import hookimpl
 from valbench.types import Valuation, ValuationTask
-from valbench_plugins.valuers._fit_learner import fit_learner
+from valbench_plugins.valuers._fit_learner import TARGET_MODEL, fit_learner
 
 CHUNK = 4096  # source samples per forward pass (bounds memory on large sets)
 
@@ -30,7 +30,7 @@ class TargetLossValuer:
     def value(self, task: ValuationTask) -> Valuation:
         learner, dev = task.learner, task.device
         model = fit_learner(learner, task.target.x, task.target.y, task.n_classes, seed=task.seed,
-                            device=dev, label="target-loss")
+                            device=dev, label=TARGET_MODEL)
         model.eval()
         loss_fn = learner.loss(reduction="none")
         dtype = torch.long if learner.supervised else torch.float32
