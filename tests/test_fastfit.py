@@ -104,3 +104,19 @@ def test_single_thread_restores_the_setting():
     with single_thread("cpu"):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.gpu
+def test_cuda_training_equals_autograd_without_dropout():
+    x, y = data()
+    x, y = x.cuda(), y.cuda()
+    model = Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0).build(3, "cuda")
+    recipe = Recipe(lr=1e-2, epochs=5, batch_size=40)
+    select = np.random.default_rng(2).random(len(x)) < 0.6
+    fast, slow = FlatMLPTrainer(model, recipe, "cuda"), AutogradTrainer(model, recipe, "cuda")
+    fast.fit(x, y, np.random.default_rng(7), select=select)
+    slow.fit(x, y, np.random.default_rng(7), select=select)
+    assert torch.allclose(fast.predict_proba(x), slow.predict_proba(x), atol=1e-4)
+    with_dropout = FlatMLPTrainer(Learner("mlp", 7, 3).build(0, "cuda"), recipe, "cuda")
+    with_dropout.fit(x, y, np.random.default_rng(0), select=select)  # masks drawn on the device
+    assert torch.isfinite(with_dropout.predict_proba(x)).all()

@@ -90,3 +90,13 @@ def test_multiclass_with_a_class_absent_from_the_fit():
     task = ValuationTask(Split(xs, ys).frozen(), Split(xt, yt).frozen(), 3, Learner("mlp", 3, 3), "accuracy", 0)
     v = ConfidentLearningValuer().value(task).values
     assert np.all(v[ys == 2] == 0) and np.all(v[ys != 2] > 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("valuer", [TargetLossValuer(), ConfidentLearningValuer(model="learner")])
+def test_runs_on_cuda(valuer):
+    from sklearn.metrics import roc_auc_score
+
+    task, mask = easy_task(device="cuda")
+    values = np.asarray(getattr(valuer.value(task), "values"))
+    assert np.isfinite(values).all() and roc_auc_score(mask, -values) > 0.8
