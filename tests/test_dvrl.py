@@ -85,3 +85,19 @@ def test_runs_on_cuda():
     from sklearn.metrics import roc_auc_score
 
     assert np.isfinite(out.values).all() and roc_auc_score(mask, -out.values) > 0.6
+
+
+def test_cli_run_stores_fits_and_budget_stop(tmp_path, capsys):
+    from valbench.cli import main
+    from valbench.store import open_existing
+
+    res = str(tmp_path / "r.sqlite")
+    rc = main(["run", "--valuers", "dvrl[iterations=10,inner_epochs=2,max_fits=5],knn-shapley,target-loss,"
+               "confident-learning", "--datasets", "synthetic[n_source=80,n_target=40]", "--corruptions",
+               "labels", "--seeds", "1", "--results", res])
+    assert rc == 0, capsys.readouterr().err
+    with open_existing(res) as store:
+        att = store.attempts().set_index("job_key")
+        jobs = store.results().set_index("key")
+    fits = {jobs.loc[k, "valuer"]: (att.loc[k, "fits"], att.loc[k, "stopped_early"]) for k in jobs.index}
+    assert fits == {"dvrl": (5, 1), "knn-shapley": (0, 0), "target-loss": (1, 0), "confident-learning": (1, 0)}
