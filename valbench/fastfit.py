@@ -63,8 +63,9 @@ class Recipe:
 def single_thread(device: str) -> Iterator[None]:
     """Run torch's CPU ops on one intra-op thread (restored afterwards). The tensors of a
     small classifier's training step are too small for threads to pay off, and on a busy
-    machine spinning threads cost a lot: 1.9 ms vs 6.6 ms per ADULT step with 1 vs 2
-    threads on the shared 2-core development machine. No effect on other devices."""
+    machine spinning threads cost a lot (an ADULT step was 3.4x to 50x slower with 2
+    threads than with 1 on the shared 2-core development machine; see
+    benchmarks/fastfit_speed.py). No effect on other devices."""
     if not str(device).startswith("cpu"):
         yield
         return
@@ -96,7 +97,7 @@ def _minibatches(n: int, recipe: Recipe, rng: np.random.Generator,
 
 
 def _has_fused_adam(device: str) -> bool:
-    """Whether torch's fused Adam kernel runs on ``device`` (private API: probe it once)."""
+    """Whether torch's fused Adam kernel runs on ``device`` (a private API, so probe it)."""
     if not hasattr(torch, "_fused_adam_"):
         return False
     try:
