@@ -6,6 +6,9 @@ sample, determinism for a seed, that inputs are not modified, and, unless
 A valuer that declares ``requires_annotations = ("name", ...)`` gets, for each name, a
 per-source-sample annotation that tracks sample quality (1 for clean, 0 for corrupted,
 plus noise), as a dataset providing that annotation would.
+A valuer whose defaults are too slow for a test run (thousands of model fits) declares
+small settings in a class attribute ``test_params`` (a dict; the idea of benchopt's
+``test_config``); they are used when ``params`` is not given.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def check_valuer(cls: type, params: dict[str, Any] | None = None, *, beats_chanc
 
     check_plugin_class("valuer", cls)
     assert NAME_RE.match(cls.name)
-    params = params or {}
+    params = dict(getattr(cls, "test_params", {})) if params is None else params
     task, mask = easy_task()
     required = tuple(getattr(cls, "requires_annotations", ()) or ())
     if required:

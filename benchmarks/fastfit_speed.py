@@ -1,0 +1,55 @@
+"""Speed of DVRL's inner training: valbench.fastfit's hand-written trainer vs an autograd loop.
+
+One DVRL inner fit at exp1 size: the paper's MLP (108-100-100-2, dropout 0.5, Mish,
+LayerNorm), 1000 source rows of which ~70% are selected, minibatches of 256, Adam.
+Both trainers run side by side in this process, alternating, ``--repeats`` times; the
+script prints the median time per optimizer step and the ratios. Also compares one
+vs two intra-op threads for the fast trainer (why DVRL pins one thread on CPU).
+
+    python benchmarks/fastfit_speed.py --epochs 10 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from valbench.fastfit import AutogradTrainer, FlatMLPTrainer, Recipe
+from valbench.models import Learner
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    g = np.random.default_rng(0)
+    x = torch.tensor((g.random((1000, 108)) < 0.13).astype(np.float32))
+    y = torch.tensor(g.integers(0, 2, 1000))
+    select = g.random(1000) < 0.7
+    model = Learner("mlp", 108, 2).build(0)
+    recipe = Recipe(lr=1e-3, epochs=args.epochs, batch_size=256)
+    steps = args.epochs * 4
+    runs = {"flat, 1 thread": (FlatMLPTrainer, 1), "autograd, 1 thread": (AutogradTrainer, 1),
+            "flat, 2 threads": (FlatMLPTrainer, 2)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    trainers = {k: cls(model, recipe, "cpu") for k, (cls, _) in runs.items()}
+    for r in range(args.repeats + 1):
+        for k, (_, threads) in runs.items():
+            torch.set_num_threads(threads)
+            t0 = time.perf_counter()
+            trainers[k].fit(x, y, np.random.default_rng(r), select=select)
+            if r:  # the first round warms up
+                times[k].append((time.perf_counter() - t0) / steps)
+    med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    for k, v in med.items():
+        print(f"{k:20s} {v:8.0f} us/step (median of {args.repeats})")
+    print(f"speedup flat vs autograd (1 thread): {med['autograd, 1 thread'] / med['flat, 1 thread']:.2f}x")
+    print(f"1 vs 2 threads (flat): {med['flat, 2 threads'] / med['flat, 1 thread']:.2f}x")
+    print(f"=> one DVRL outer iteration at exp1 size ~ {4 * 100 * med['flat, 1 thread'] / 1e6:.2f} s of inner training")
+
+
+if __name__ == "__main__":
+    main()

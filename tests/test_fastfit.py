@@ -1,0 +1,122 @@
+"""The fast repeated trainer computes the same training as autograd + torch.optim.Adam."""
+import numpy as np
+import pytest
+import torch
+
+from valbench.fastfit import AutogradTrainer, FlatMLPTrainer, Recipe, make_trainer, single_thread
+from valbench.models import Learner
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with single_thread("cpu"):
+        yield
+
+
+def data(n=150, d=7, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_gradient_equals_autograd_with_dropout_masks(norm):
+    x, y = data()
+    model = Learner("mlp", 7, 3, hidden=(9, 5), dropout=0.5, norm=norm).build(0)
+    trainer = FlatMLPTrainer(model, Recipe(lr=1e-3, epochs=1, batch_size=32), "cpu")
+    masks = trainer._masks(len(x), np.random.default_rng(1), None)
+    assert all(set(torch.unique(m).tolist()) == {0.0, 2.0} for m in masks)
+    w = torch.rand(len(x))
+    loss = trainer.loss_grad(x, y, masks, w)
+    # autograd through the same layers, with the same masks in place of dropout
+    h, k = x, 0
+    for layer in model.net:
+        if isinstance(layer, torch.nn.Dropout):
+            h, k = h * masks[k], k + 1
+        else:
+            h = layer(h)
+    per = torch.nn.functional.cross_entropy(h, y, reduction="none")
+    ref = (per * w).sum() / w.sum()
+    ref.backward()
+    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    assert torch.allclose(loss, ref, atol=1e-6)
+    assert torch.allclose(trainer.grad, grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["plain", "select", "weight"])
+def test_training_equals_autograd_adam_without_dropout(kind):
+    x, y = data()
+    model = Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0).build(3)
+    recipe = Recipe(lr=1e-2, epochs=5, batch_size=40)
+    select = np.random.default_rng(2).random(len(x)) < 0.6 if kind == "select" else None
+    weight = torch.rand(len(x)) if kind == "weight" else None
+    fast, slow = FlatMLPTrainer(model, recipe, "cpu"), AutogradTrainer(model, recipe, "cpu")
+    fast.fit(x, y, np.random.default_rng(7), select=select, weight=weight)
+    slow.fit(x, y, np.random.default_rng(7), select=select, weight=weight)
+    moved = (slow.predict_proba(x) - torch.softmax(model(x), 1)).abs().max()
+    assert moved > 1e-2  # training did something
+    assert torch.allclose(fast.predict_proba(x), slow.predict_proba(x), atol=1e-5)
+
+
+def test_fit_restarts_from_the_initial_weights_and_is_reproducible():
+    x, y = data()
+    model = Learner("mlp", 7, 3).build(0)
+    t = FlatMLPTrainer(model, Recipe(lr=1e-3, epochs=3, batch_size=32), "cpu")
+    t.fit(x, y, np.random.default_rng(0))
+    a = t.predict_proba(x)
+    t.fit(x[:20], y[:20], np.random.default_rng(5))
+    t.fit(x, y, np.random.default_rng(0))
+    assert torch.equal(a, t.predict_proba(x))
+    # eval mode: dropout off, so the untrained MLP predicts like the module in eval mode
+    fresh = FlatMLPTrainer(model, Recipe(lr=1e-3, epochs=0, batch_size=32), "cpu")
+    fresh.fit(x, y, np.random.default_rng(0))
+    model.eval()
+    assert torch.allclose(fresh.predict_proba(x), torch.softmax(model(x), 1), atol=1e-6)
+
+
+def test_fused_and_manual_adam_agree():
+    x, y = data()
+    model = Learner("mlp", 7, 3, dropout=0.0).build(0)
+    a = FlatMLPTrainer(model, Recipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
+    b = FlatMLPTrainer(model, Recipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
+    b._fused = False
+    a.fit(x, y, np.random.default_rng(0))
+    b.fit(x, y, np.random.default_rng(0))
+    assert torch.allclose(a.flat, b.flat, atol=1e-6)
+
+
+def test_selection_that_empties_an_epoch_trains_nothing():
+    x, y = data()
+    model = Learner("mlp", 7, 3).build(0)
+    t = FlatMLPTrainer(model, Recipe(lr=1e-2, epochs=2, batch_size=32), "cpu")
+    t.fit(x, y, np.random.default_rng(0), select=np.zeros(len(x), dtype=bool))
+    assert torch.equal(t.flat, t.init)
+
+
+def test_other_architectures_fall_back_to_autograd():
+    ae = Learner("mlp-autoencoder", 6, 6, hidden=(4,), latent=2).build(0)
+    mlp = Learner("mlp", 6, 2).build(0)
+    assert make_trainer(mlp, Recipe(1e-3, 1, 8), "cpu").engine == "flat-mlp"
+    assert make_trainer(ae, Recipe(1e-3, 1, 8), "cpu").engine == "autograd"
+
+
+def test_single_thread_restores_the_setting():
+    before = torch.get_num_threads()
+    with single_thread("cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.gpu
+def test_cuda_training_equals_autograd_without_dropout():
+    x, y = data()
+    x, y = x.cuda(), y.cuda()
+    model = Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0).build(3, "cuda")
+    recipe = Recipe(lr=1e-2, epochs=5, batch_size=40)
+    select = np.random.default_rng(2).random(len(x)) < 0.6
+    fast, slow = FlatMLPTrainer(model, recipe, "cuda"), AutogradTrainer(model, recipe, "cuda")
+    fast.fit(x, y, np.random.default_rng(7), select=select)
+    slow.fit(x, y, np.random.default_rng(7), select=select)
+    assert torch.allclose(fast.predict_proba(x), slow.predict_proba(x), atol=1e-4)
+    with_dropout = FlatMLPTrainer(Learner("mlp", 7, 3).build(0, "cuda"), recipe, "cuda")
+    with_dropout.fit(x, y, np.random.default_rng(0), select=select)  # masks drawn on the device
+    assert torch.isfinite(with_dropout.predict_proba(x)).all()

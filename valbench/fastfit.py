@@ -1,0 +1,361 @@
+"""Repeated training of one small classifier from one saved initialisation, fast.
+
+Valuers that retrain the task's classifier thousands of times (DVRL: 2000 fits of 100
+epochs each) spend their time in per-operation overhead, not arithmetic: autograd
+bookkeeping, ``torch.optim`` dispatch, and slow element-wise kernels (CPU dropout
+``bernoulli_`` and ``mish``/``mish_backward`` cost 4-10x a matrix product of the same
+size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.models.MLP``) with
+
+- every weight, gradient and Adam moment in one flat buffer on the device,
+- the backward pass written out by hand (no autograd graph),
+- each epoch's minibatches gathered once (rows of a fresh permutation, selected rows
+  only) and its dropout masks drawn in one call (random bits on CPU),
+- Adam as a few in-place ops on the flat buffer (the same update as ``torch.optim.Adam``).
+
+It is the same training as an autograd loop with ``torch.optim.Adam`` (tests check
+gradients and steps against autograd); only the random streams differ.
+:class:`AutogradTrainer` is that loop, used for any other architecture.
+
+Loss of a minibatch: sum_i w_i CE_i / sum_i w_i over its rows (``weight`` None: w = 1).
+Rows with ``select`` False are dropped before minibatches are cut from the epoch's
+permutation, so a minibatch holds its selected rows only (Keras' sample-weight
+semantics for 0/1 weights, as in the DVRL reference); a minibatch with no selected
+row is skipped.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from valbench.models import MLP
+
+
+class RepeatedTrainer(Protocol):
+    engine: str
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *,
+            select: np.ndarray | None = None, weight: torch.Tensor | None = None) -> None:
+        """Reset to the initial weights and train on (x, y) with this trainer's recipe."""
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (n, K) of the current weights, dropout off."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Adam(lr) for ``epochs`` passes over the data in minibatches of ``batch_size``."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@contextlib.contextmanager
+def single_thread(device: str) -> Iterator[None]:
+    """Run torch's CPU ops on one intra-op thread (restored afterwards). The tensors of a
+    small classifier's training step are too small for threads to pay off, and on a busy
+    machine spinning threads cost a lot (an ADULT step was 3.4x to 50x slower with 2
+    threads than with 1 on the shared 2-core development machine; see
+    benchmarks/fastfit_speed.py). No effect on other devices."""
+    if not str(device).startswith("cpu"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def make_trainer(model: nn.Module, recipe: Recipe, device: str) -> RepeatedTrainer:
+    """The fast trainer for the paper's MLP, the autograd loop for anything else."""
+    if FlatMLPTrainer.supports(model):
+        return FlatMLPTrainer(model, recipe, device)
+    return AutogradTrainer(model, recipe, device)
+
+
+def _minibatches(n: int, recipe: Recipe, rng: np.random.Generator,
+                 select: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch: row order (selected rows of a fresh permutation) and minibatch bounds into it."""
+    perm = rng.permutation(n)
+    starts = np.arange(0, n, recipe.batch_size)
+    if select is None:
+        return perm, np.append(starts, n)
+    keep = select[perm]
+    counts = np.add.reduceat(keep.astype(np.int64), starts)
+    return perm[keep], np.concatenate([[0], np.cumsum(counts)])
+
+
+def _has_fused_adam(device: str) -> bool:
+    """Whether torch's fused Adam kernel runs on ``device`` (a private API, so probe it)."""
+    if not hasattr(torch, "_fused_adam_"):
+        return False
+    try:
+        t = torch.zeros(2, device=device)
+        torch._fused_adam_([t.clone()], [t.clone()], [t.clone()], [t.clone()], [], [torch.ones((), device=device)],
+                           lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False,
+                           maximize=False)
+        return True
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+
+
+class FlatMLPTrainer:
+    """Trains a ``valbench.models.MLP`` (Linear / Dropout / Mish / ReLU / affine-free
+    LayerNorm layers) with hand-written gradients on one flat parameter buffer."""
+
+    engine = "flat-mlp"
+    _KINDS = (nn.Linear, nn.Dropout, nn.Mish, nn.ReLU, nn.LayerNorm, nn.Identity)
+
+    @classmethod
+    def supports(cls, model: nn.Module) -> bool:
+        if type(model) is not MLP:
+            return False
+        layers = list(model.net)
+        if not layers or not isinstance(layers[-1], nn.Linear):
+            return False
+        for m in layers:
+            if type(m) not in cls._KINDS:
+                return False
+            if isinstance(m, nn.LayerNorm) and (m.elementwise_affine or len(m.normalized_shape) != 1):
+                return False
+            if isinstance(m, nn.Linear) and m.bias is None:
+                return False
+        return True
+
+    def __init__(self, model: nn.Module, recipe: Recipe, device: str):
+        if not self.supports(model):
+            raise TypeError(f"FlatMLPTrainer cannot train {type(model).__name__}")
+        self.recipe, self.device = recipe, device
+        self.layers: list[tuple] = []
+        pieces, offset = [], 0
+        for m in model.net:
+            if isinstance(m, nn.Linear):
+                w, b = m.weight.detach(), m.bias.detach()
+                self.layers.append(("linear", offset, tuple(w.shape)))
+                pieces += [w.reshape(-1), b.reshape(-1)]
+                offset += w.numel() + b.numel()
+            elif isinstance(m, nn.Dropout):
+                if m.p > 0:
+                    self.layers.append(("dropout", float(m.p)))
+            elif isinstance(m, nn.Mish):
+                self.layers.append(("mish",))
+            elif isinstance(m, nn.ReLU):
+                self.layers.append(("relu",))
+            elif isinstance(m, nn.LayerNorm):
+                self.layers.append(("layernorm", float(m.eps), int(m.normalized_shape[0])))
+        self.init = torch.cat(pieces).to(device=device, dtype=torch.float32).contiguous()
+        self.flat = self.init.clone()
+        self.grad = torch.zeros_like(self.flat)
+        self.m = torch.zeros_like(self.flat)
+        self.v = torch.zeros_like(self.flat)
+        self._step = torch.zeros((), dtype=torch.float32, device=device)
+        self._fused = _has_fused_adam(device)
+        self.params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for layer in self.layers:
+            if layer[0] == "linear":
+                off, (o, i) = layer[1], layer[2]
+                self.params[off] = (self.flat[off:off + o * i].view(o, i), self.flat[off + o * i:off + o * i + o],
+                                    self.grad[off:off + o * i].view(o, i), self.grad[off + o * i:off + o * i + o])
+        # widths seen by each dropout layer: the out_features of the preceding Linear
+        self._dropout_widths, width = [], None
+        for layer in self.layers:
+            if layer[0] == "linear":
+                width = layer[2][0]
+            elif layer[0] == "dropout":
+                self._dropout_widths.append((layer[1], width))
+
+    # ---- forward / backward -------------------------------------------------------
+    def _forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None) -> tuple[torch.Tensor, list]:
+        """Logits and what the backward pass needs; ``masks`` None means eval mode."""
+        cache: list = []
+        h, k = x, 0
+        for layer in self.layers:
+            kind = layer[0]
+            if kind == "linear":
+                w, b, _, _ = self.params[layer[1]]
+                cache.append(h)
+                h = torch.addmm(b, h, w.t())
+            elif kind == "dropout":
+                if masks is not None:
+                    mask = masks[k]
+                    k += 1
+                    cache.append(mask)
+                    h = h * mask
+                else:
+                    cache.append(None)
+            elif kind == "mish":
+                # mish(x) = x tanh(softplus(x)); with e = exp(x), tanh(softplus(x)) = n / (n + 2),
+                # n = e (e + 2). Clamping at 20 is exact in float32 (tanh(softplus(20)) == 1).
+                e = torch.exp(h.clamp(max=20.0))
+                n = e * (e + 2.0)
+                t = n / (n + 2.0)
+                if masks is not None:
+                    sig = e / (e + 1.0)
+                    cache.append(torch.addcmul(t, h * sig, 1.0 - t * t))  # d mish / dx
+                h = h * t
+            elif kind == "relu":
+                if masks is not None:
+                    cache.append(h > 0)
+                h = torch.relu(h)
+            elif kind == "layernorm":
+                out, mean, rstd = torch.native_layer_norm(h, [layer[2]], None, None, layer[1])
+                if masks is not None:
+                    cache.append((h, mean, rstd))
+                h = out
+        return h, cache
+
+    def _backward(self, dh: torch.Tensor, cache: list) -> None:
+        """Write the gradient of the loss (given d loss / d logits) into ``self.grad``."""
+        for idx in range(len(self.layers) - 1, -1, -1):
+            layer, saved = self.layers[idx], cache[idx]
+            kind = layer[0]
+            if kind == "linear":
+                w, _, gw, gb = self.params[layer[1]]
+                torch.mm(dh.t(), saved, out=gw)
+                torch.sum(dh, dim=0, out=gb)
+                if idx > 0:
+                    dh = dh @ w
+            elif kind == "dropout":
+                dh = dh * saved
+            elif kind == "mish":
+                dh = dh * saved
+            elif kind == "relu":
+                dh = dh * saved
+            elif kind == "layernorm":
+                inp, mean, rstd = saved
+                dh = torch.ops.aten.native_layer_norm_backward(dh, inp, [layer[2]], mean, rstd, None, None,
+                                                               [True, False, False])[0]
+
+    def _adam_step(self, step: int) -> None:
+        """torch.optim.Adam's update (no weight decay, no amsgrad) on the flat buffer:
+        one fused kernel where torch has it (bit-identical), else the single-tensor ops."""
+        b1, b2 = self.recipe.betas
+        if self._fused:
+            self._step.fill_(step)
+            torch._fused_adam_([self.flat], [self.grad], [self.m], [self.v], [], [self._step], lr=self.recipe.lr,
+                               beta1=b1, beta2=b2, weight_decay=0.0, eps=self.recipe.eps, amsgrad=False,
+                               maximize=False)
+            return
+        self.m.lerp_(self.grad, 1 - b1)
+        self.v.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
+        denom = (self.v.sqrt() / math.sqrt(1 - b2 ** step)).add_(self.recipe.eps)
+        self.flat.addcdiv_(self.m, denom, value=-self.recipe.lr / (1 - b1 ** step))
+
+    def loss_grad(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor],
+                  weight: torch.Tensor | None = None, *, with_loss: bool = True) -> torch.Tensor | None:
+        """Fill ``self.grad`` for one minibatch; returns the (weighted mean) CE loss if ``with_loss``."""
+        logits, cache = self._forward(x, masks)
+        d = torch.softmax(logits, dim=1)
+        loss = None
+        if with_loss:
+            nll = -torch.log(d.gather(1, y[:, None]).clamp_min(1e-30))[:, 0]
+            loss = nll.mean() if weight is None else (nll * weight).sum() / weight.sum().clamp_min(1e-12)
+        d[torch.arange(len(y), device=d.device), y] -= 1.0  # d CE / d logits = softmax - onehot
+        if weight is None:
+            d /= len(y)
+        else:
+            d *= (weight / weight.sum().clamp_min(1e-12))[:, None]
+        self._backward(d, cache)
+        return loss
+
+    def _masks(self, rows: int, rng: np.random.Generator, gen: torch.Generator | None) -> list[torch.Tensor]:
+        """Scaled dropout masks (0 or 1/(1-p)) for ``rows`` rows of every dropout layer."""
+        out = []
+        for p, width in self._dropout_widths:
+            size = rows * width
+            if gen is not None:
+                keep = torch.rand((rows, width), generator=gen, device=self.device) >= p
+            elif p == 0.5:  # random bits: one byte gives eight fair coin flips
+                bits = np.unpackbits(np.frombuffer(rng.bytes((size + 7) // 8), dtype=np.uint8))[:size]
+                keep = torch.from_numpy(bits.reshape(rows, width))
+            else:
+                keep = torch.from_numpy(rng.random((rows, width), dtype=np.float32) >= p)
+            out.append(keep.to(device=self.device, dtype=torch.float32).mul_(1.0 / (1.0 - p)))
+        return out
+
+    # ---- the public interface ----------------------------------------------------
+    def reset(self) -> None:
+        self.flat.copy_(self.init)
+        self.m.zero_()
+        self.v.zero_()
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *,
+            select: np.ndarray | None = None, weight: torch.Tensor | None = None) -> None:
+        self.reset()
+        gen = None
+        if not str(self.device).startswith("cpu"):
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(int(rng.integers(2**62)))
+        step = 0
+        for _ in range(self.recipe.epochs):
+            order, bounds = _minibatches(len(x), self.recipe, rng, select)
+            if len(order) == 0:
+                continue
+            idx = torch.as_tensor(order, device=x.device)
+            xe, ye = x.index_select(0, idx), y.index_select(0, idx)
+            we = None if weight is None else weight.index_select(0, idx)
+            masks = self._masks(len(order), rng, gen)
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                if b == a:
+                    continue
+                self.loss_grad(xe[a:b], ye[a:b], [m[a:b] for m in masks], None if we is None else we[a:b],
+                               with_loss=False)
+                step += 1
+                self._adam_step(step)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self._forward(x, None)[0], dim=1)
+
+
+class AutogradTrainer:
+    """The same recipe as an ordinary autograd loop with ``torch.optim.Adam``, for any module."""
+
+    engine = "autograd"
+
+    def __init__(self, model: nn.Module, recipe: Recipe, device: str):
+        self.recipe, self.device = recipe, device
+        self.model = copy.deepcopy(model).to(device)
+        self.init = copy.deepcopy(self.model.state_dict())
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *,
+            select: np.ndarray | None = None, weight: torch.Tensor | None = None) -> None:
+        self.model.load_state_dict(self.init)
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.recipe.lr, betas=self.recipe.betas,
+                               eps=self.recipe.eps)
+        loss_fn = nn.CrossEntropyLoss(reduction="none")
+        with torch.random.fork_rng(devices=[] if str(self.device).startswith("cpu") else [self.device]):
+            torch.manual_seed(int(rng.integers(2**62)))  # dropout masks
+            self.model.train()
+            for _ in range(self.recipe.epochs):
+                order, bounds = _minibatches(len(x), self.recipe, rng, select)
+                idx = torch.as_tensor(order, device=x.device)
+                for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                    if b == a:
+                        continue
+                    rows = idx[a:b]
+                    per = loss_fn(self.model(x[rows]), y[rows])
+                    if weight is None:
+                        loss = per.mean()
+                    else:
+                        w = weight[rows]
+                        loss = (per * w).sum() / w.sum().clamp_min(1e-12)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return torch.softmax(self.model(x), dim=1)
