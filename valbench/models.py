@@ -140,10 +140,20 @@ class Learner:
 
     def fit(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int, device: str = "cpu",
             sample_weight: np.ndarray | None = None) -> nn.Module:
-        """Train ``model`` in place with this recipe (Adam, mini-batches reshuffled each epoch)."""
-        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
+        """Train ``model`` in place with this recipe (Adam, mini-batches reshuffled each epoch).
+
+        Every random choice (batch order, dropout masks) comes from ``seed``; the global
+        torch generators are left as they were."""
+        devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(seed, "fit-dropout"))
+            return self._fit(model, x, y, seed=seed, device=device, sample_weight=sample_weight)
+
+    def _fit(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int, device: str,
+             sample_weight: np.ndarray | None) -> nn.Module:
+        xt = tensor(x, torch.float32, device)
         yt = _targets(y, self.supervised, device)
-        wt = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32, device=device)
+        wt = None if sample_weight is None else tensor(sample_weight, torch.float32, device)
         loss_fn = self.loss(reduction="none")
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         gen = torch_generator(seed, "fit-batches")
@@ -164,7 +174,7 @@ class Learner:
     def predict(self, model: nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
         """Class probabilities (n, K) for supervised learners, reconstructions otherwise."""
         model.eval()
-        out = model(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device))
+        out = model(tensor(x, torch.float32, device))
         if self.supervised:
             out = torch.softmax(out, dim=1)
         return out.cpu().numpy()
@@ -182,10 +192,13 @@ class _MSEPerSample(nn.Module):
         return per.mean() if self.reduction == "mean" else per.sum() if self.reduction == "sum" else per
 
 
+def tensor(a: np.ndarray, dtype: torch.dtype, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A torch copy of ``a`` (task arrays are read-only numpy views, which torch must not share)."""
+    return torch.tensor(np.asarray(a), dtype=dtype, device=device)
+
+
 def _targets(y: np.ndarray, supervised: bool, device: str) -> torch.Tensor:
-    if supervised:
-        return torch.as_tensor(np.ascontiguousarray(y), dtype=torch.long, device=device)
-    return torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32, device=device)
+    return tensor(y, torch.long if supervised else torch.float32, device)
 
 
 def default_learner(in_features: int, n_classes: int | None, in_shape: tuple[int, ...] | None = None) -> Learner:
