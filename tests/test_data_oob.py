@@ -52,7 +52,7 @@ def test_batched_logistic_matches_scikit_learn():
         assert agree >= 0.99, agree
 
 
-@pytest.mark.parametrize("params", [dict(), dict(learner="logistic", n_bags=100),
+@pytest.mark.parametrize("params", [None, dict(learner="logistic", n_bags=100),
                                     dict(learner="mlp", n_bags=10, steps=30, lr=1e-2)],
                          ids=["tree", "logistic", "mlp"])
 def test_conformance(params):

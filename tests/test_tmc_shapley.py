@@ -125,5 +125,4 @@ def test_spearman_stopping_rule():
 
 
 def test_conformance():
-    check_valuer(TMCShapleyValuer, dict(steps=10, lr=1e-2, full_models=1, max_permutations=3,
-                                        permutations_per_batch=3, models_per_batch=200))
+    check_valuer(TMCShapleyValuer)  # its conformance_params: 3 permutations of 10-step fits

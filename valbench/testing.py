@@ -1,8 +1,10 @@
 """The conformance kit plugin authors run on their valuers (like scikit-learn's
 ``check_estimator``): ``check_valuer(MyValuer)`` raises AssertionError on a broken
-contract. It checks the name, construction with defaults, one finite value per source
-sample, determinism for a seed, that inputs are not modified, and, unless
+contract. It checks the name, construction, one finite value per source sample,
+determinism for a seed, that inputs are not modified, and, unless
 ``beats_chance=False``, a corrupted-label AUROC above ``min_auroc`` on an easy task.
+Without ``params`` it uses the class's optional ``conformance_params`` dict (cheap
+settings of an expensive valuer, e.g. few model fits), else the defaults.
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def check_valuer(cls: type, params: dict[str, Any] | None = None, *, beats_chanc
 
     check_plugin_class("valuer", cls)
     assert NAME_RE.match(cls.name)
-    params = params or {}
+    # Expensive valuers may declare cheap parameters for this check (e.g. few model fits).
+    params = params if params is not None else dict(getattr(cls, "conformance_params", {}))
     task, mask = easy_task()
     x_before, y_before = task.source.x.copy(), task.source.y.copy()
     v1 = as_valuation(cls(**params).value(task), len(task.source)).values

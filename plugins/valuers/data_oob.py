@@ -46,6 +46,7 @@ class DataOOBValuer:
 
     name = "data-oob"
     version = "1"
+    conformance_params = {"n_bags": 100}  # cheap settings for valbench.testing.check_valuer
 
     def __init__(self, *, learner: Literal["tree", "logistic", "mlp"] = "tree", n_bags: Optional[int] = None,
                  max_depth: Optional[int] = None, max_features: Literal["sqrt", "all"] = "sqrt",

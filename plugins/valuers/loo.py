@@ -36,6 +36,7 @@ class LOOValuer:
 
     name = "loo"
     version = "1"
+    conformance_params = {"steps": 10, "lr": 1e-2, "full_models": 1}  # cheap settings for valbench.testing.check_valuer
 
     def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
                  dropout: Literal["shared", "off"] = "shared", models_per_batch: int = 100,

@@ -154,6 +154,8 @@ class TMCShapleyValuer:
 
     name = "tmc-shapley"
     version = "1"
+    conformance_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 3,
+                          "permutations_per_batch": 3, "models_per_batch": 200}  # cheap settings for valbench.testing.check_valuer
 
     def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
                  dropout: Literal["shared", "off"] = "shared", tolerance: float = 0.01, patience: int = 5,
