@@ -82,12 +82,14 @@ def run_tmc(score: ScoreFn, n: int, labels: np.ndarray | None, v_empty: float, v
             tolerance: float = 0.01, patience: int = 5, stopping: str = "reference",
             threshold: float | None = None, min_permutations: int | None = None,
             max_permutations: int | None = None, permutations_per_batch: int = 10,
-            models_per_batch: int = 100, budget: Budget | None = None, device: str = "cpu") -> TMCResult:
+            models_per_batch: int = 100, budget: Budget | None = None, device: str = "cpu",
+            on_wave: Callable[[int, np.ndarray], None] | None = None) -> TMCResult:
     """TMC-Shapley over ``n`` samples; ``labels`` (n,) classes (None: no class condition).
 
     ``score(index, weight)`` returns v of M prefixes: row j trains on the rows
     ``index[j]`` with ``weight[j]`` > 0. ``budget`` (fits are spent by the caller's
-    score function; this loop only asks ``exhausted``) may stop the run.
+    score function; this loop only asks ``exhausted``) may stop the run. ``on_wave(p,
+    values)`` is called after each wave with the permutations so far and their mean.
     """
     thr, min_p, max_p = DEFAULTS[stopping]
     threshold = thr if threshold is None else threshold
@@ -109,6 +111,8 @@ def run_tmc(score: ScoreFn, n: int, labels: np.ndarray | None, v_empty: float, v
                     stop.add(w.marginals)
                     finished.append(w)
             bar.update(len(walks))
+            if on_wave is not None:
+                on_wave(stop.count, stop.total / max(stop.count, 1))
     values = stop.total / max(stop.count, 1)
     return TMCResult(values, stop.count, stop.converged(), stop.statistic, [w.truncated_at for w in finished])
 
@@ -206,6 +210,10 @@ class TMCShapleyValuer:
                              f"prefix model), max_fits={self.max_fits} is too small")
 
     def value(self, task: ValuationTask) -> Valuation:
+        return self.run(task)
+
+    def run(self, task: ValuationTask, on_wave: Callable[[int, np.ndarray, Budget], None] | None = None) -> Valuation:
+        """value(task), calling ``on_wave(permutations, values, budget)`` after each wave."""
         self.validate()
         self.check(task)
         budget = Budget(self.max_fits, self.max_seconds)
@@ -224,7 +232,8 @@ class TMCShapleyValuer:
                       seed=task.seed, tolerance=self.tolerance, patience=self.patience, stopping=self.stopping,
                       threshold=self.threshold, min_permutations=self.min_permutations,
                       max_permutations=self.max_permutations, permutations_per_batch=self.permutations_per_batch,
-                      models_per_batch=self.models_per_batch, budget=budget, device=task.device)
+                      models_per_batch=self.models_per_batch, budget=budget, device=task.device,
+                      on_wave=None if on_wave is None else lambda p, v: on_wave(p, v, budget))
         cuts = [t for t in res.truncated_at if t is not None]
         return budget.valuation(res.values, permutations=res.permutations, converged=res.converged,
                                 statistic=res.statistic, v_full=float(v_full.mean()), v_empty=util.empty,
