@@ -53,7 +53,7 @@ def test_batched_logistic_matches_scikit_learn():
 
 
 @pytest.mark.parametrize("params", [None, dict(learner="logistic", n_bags=100),
-                                    dict(learner="mlp", n_bags=10, steps=30, lr=1e-2)],
+                                    dict(learner="mlp", n_bags=10, steps=30, lr=1e-2, compile=False)],
                          ids=["tree", "logistic", "mlp"])
 def test_conformance(params):
     check_valuer(DataOOBValuer, params)

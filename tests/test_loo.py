@@ -9,7 +9,7 @@ from valbench_plugins.valuers.loo import LOOValuer
 from tests.baseline_helpers import one_thread, tiny_task  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = dict(steps=30, lr=1e-2, full_models=3)
+FAST = dict(steps=30, lr=1e-2, full_models=3, compile=False)
 
 
 @pytest.mark.parametrize("dropout", ["shared", "off"])
@@ -56,6 +56,6 @@ def test_single_class_target_is_refused():
 
 def test_time_budget_stops_cleanly():
     task, _ = easy_task(n_source=60, n_target=30)
-    got = LOOValuer(steps=20, full_models=1, models_per_batch=10, max_seconds=1e-3).value(task)
+    got = LOOValuer(steps=20, full_models=1, models_per_batch=10, max_seconds=1e-3, compile=False).value(task)
     assert got.stopped_early and got.info["valued"] < 60 and np.all(got.values[got.info["valued"]:] == 0)
     assert got.fits == 1 + got.info["valued"]

@@ -54,7 +54,7 @@ def test_tmc_core_approaches_exact_shapley_of_a_known_game():
 def test_tmc_valuer_approaches_exact_shapley_of_the_trained_utility():
     """The real utility (a trained MLP, deterministic for a mask stream) on 5 samples."""
     task = tiny_task(n_source=5)
-    params = dict(steps=20, lr=1e-2, full_models=1, dropout="off")
+    params = dict(steps=20, lr=1e-2, full_models=1, dropout="off", compile=False)
     util = Utility(task, Recipe(params["steps"], params["lr"], "off"))
     labels = np.asarray(task.source.y)
     cache = {}
@@ -94,7 +94,7 @@ def test_truncation_zeroes_the_tail_and_saves_fits():
 
 def test_fit_budget_is_respected_and_recorded():
     task = tiny_task(n_source=12)
-    got = TMCShapleyValuer(steps=5, full_models=2, max_fits=9, models_per_batch=4).value(task)
+    got = TMCShapleyValuer(steps=5, full_models=2, max_fits=9, models_per_batch=4, compile=False).value(task)
     assert got.fits <= 9 and got.stopped_early and got.info["permutations"] >= 1
     with pytest.raises(ValueError, match="needs at least 3 fits"):
         TMCShapleyValuer(full_models=2, max_fits=2).check(task)

@@ -181,6 +181,13 @@ def compile_status() -> str | None:
     return _Loss.compile_error
 
 
+def engine_label(compile: bool) -> str:
+    """What actually ran, for a valuation's info: "batched", "batched+compile" or why not."""
+    if not compile:
+        return "batched"
+    return "batched+compile" if _Loss.compile_error is None else f"batched (compile failed: {_Loss.compile_error})"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How each copy is trained: ``steps`` full-batch Adam steps at ``lr``."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from valbench import hookimpl
-from valbench.batched import Recipe, train_stacked
+from valbench.batched import Recipe, engine_label, train_stacked
 from valbench.budget import Budget, check_budget_params
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
@@ -51,7 +51,7 @@ class DataOOBValuer:
     def __init__(self, *, learner: Literal["tree", "logistic", "mlp"] = "tree", n_bags: Optional[int] = None,
                  max_depth: Optional[int] = None, max_features: Literal["sqrt", "all"] = "sqrt",
                  c: float = 1.0, lbfgs_iterations: int = 200, steps: int = 200, lr: float = 1e-4,
-                 models_per_batch: int = 100, compile: bool = False, max_fits: Optional[int] = None,
+                 models_per_batch: int = 100, compile: bool = True, max_fits: Optional[int] = None,
                  max_seconds: Optional[float] = None) -> None:
         self.learner = learner
         self.n_bags = n_bags
@@ -109,7 +109,10 @@ class DataOOBValuer:
         never = n_oob == 0
         if never.any():
             values[never] = values[~never].mean() if (~never).any() else 0.0
-        return budget.valuation(values, bags=used, never_out_of_bag=int(never.sum()), learner=self.learner)
+        info = dict(bags=used, never_out_of_bag=int(never.sum()), learner=self.learner)
+        if self.learner == "mlp":
+            info["engine"] = engine_label(self.compile)
+        return budget.valuation(values, **info)
 
     # -- base learners: each fills scores[b] for the bags it trains and spends one fit per bag --
     def _trees(self, task, draws, counts, scores, budget, bar) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from valbench import hookimpl
-from valbench.batched import Recipe
+from valbench.batched import Recipe, engine_label
 from valbench.budget import Budget, check_budget_params
 from valbench.types import Valuation, ValuationTask
 from valbench.utility import Utility, check_recipe_params, check_task
@@ -36,11 +36,11 @@ class LOOValuer:
 
     name = "loo"
     version = "1"
-    conformance_params = {"steps": 10, "lr": 1e-2, "full_models": 1}  # cheap settings for valbench.testing.check_valuer
+    conformance_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "compile": False}  # cheap settings for valbench.testing.check_valuer
 
     def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
                  dropout: Literal["shared", "off"] = "shared", models_per_batch: int = 100,
-                 compile: bool = False, max_fits: Optional[int] = None,
+                 compile: bool = True, max_fits: Optional[int] = None,
                  max_seconds: Optional[float] = None) -> None:
         self.steps = steps
         self.lr = lr
@@ -90,7 +90,7 @@ class LOOValuer:
                 valued = stop
                 bar.update(stop - start)
         return budget.valuation(values, v_full=float(v_full.mean()), v_full_std=float(v_full.std()),
-                                valued=valued, engine="batched" + ("+compile" if self.compile else ""))
+                                valued=valued, engine=engine_label(self.compile))
 
 
 @hookimpl

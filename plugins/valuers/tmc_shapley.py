@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from valbench import hookimpl
-from valbench.batched import Recipe
+from valbench.batched import Recipe, engine_label
 from valbench.budget import Budget, check_budget_params
 from valbench.seeding import rng
 from valbench.types import Valuation, ValuationTask
@@ -159,13 +159,13 @@ class TMCShapleyValuer:
     name = "tmc-shapley"
     version = "1"
     conformance_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 3,
-                          "permutations_per_batch": 3, "models_per_batch": 200}  # cheap settings for valbench.testing.check_valuer
+                          "permutations_per_batch": 3, "models_per_batch": 200, "compile": False}  # cheap settings for valbench.testing.check_valuer
 
     def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
                  dropout: Literal["shared", "off"] = "shared", tolerance: float = 0.01, patience: int = 5,
                  stopping: Literal["reference", "spearman"] = "reference", threshold: Optional[float] = None,
                  min_permutations: Optional[int] = None, max_permutations: Optional[int] = None,
-                 permutations_per_batch: int = 10, models_per_batch: int = 100, compile: bool = False,
+                 permutations_per_batch: int = 10, models_per_batch: int = 100, compile: bool = True,
                  max_fits: Optional[int] = None, max_seconds: Optional[float] = None) -> None:
         self.steps = steps
         self.lr = lr
@@ -238,7 +238,7 @@ class TMCShapleyValuer:
         return budget.valuation(res.values, permutations=res.permutations, converged=res.converged,
                                 statistic=res.statistic, v_full=float(v_full.mean()), v_empty=util.empty,
                                 mean_truncation=float(np.mean(cuts)) if cuts else None,
-                                engine="batched" + ("+compile" if self.compile else ""))
+                                engine=engine_label(self.compile))
 
 
 @hookimpl
