@@ -17,7 +17,8 @@ Base learners (``learner``):
   mlp       the task's learner (one fixed initialisation), bags trained as one
             batched computation with the utility recipe of valbench.batched (``steps``
             full-batch Adam steps at ``lr``, shared dropout masks); default B = 100
-            because every bag is a full network fit.
+            because every bag is a full network fit. ``compile`` (off by default:
+            only this learner uses it, and 100 fits barely repay compilation).
 
 Budget: ``max_fits`` caps the number of bags (it can always be met: fewer bags, and
 ``stopped_early`` says so); ``max_seconds`` stops between batches of bags.
@@ -51,7 +52,7 @@ class DataOOBValuer:
     def __init__(self, *, learner: Literal["tree", "logistic", "mlp"] = "tree", n_bags: Optional[int] = None,
                  max_depth: Optional[int] = None, max_features: Literal["sqrt", "all"] = "sqrt",
                  c: float = 1.0, lbfgs_iterations: int = 200, steps: int = 200, lr: float = 1e-4,
-                 models_per_batch: int = 100, compile: bool = True, max_fits: Optional[int] = None,
+                 models_per_batch: int = 100, compile: bool = False, max_fits: Optional[int] = None,
                  max_seconds: Optional[float] = None) -> None:
         self.learner = learner
         self.n_bags = n_bags
