@@ -43,3 +43,16 @@ def test_table2_without_results_says_so(registry):
 
     with pytest.raises(StoreError, match="no 'noise-spearman' results"):
         table(frame(), 2, registry)
+
+
+def test_table3_shows_fits_and_budget_stops(registry):
+    df = frame()
+    df["fits"] = [1010.0 if v == "dvgs" else None for v in df["valuer_label"]]
+    df["stopped_early"] = 0
+    df.loc[(df["valuer_label"] == "dvgs") & (df["seed"] == 2), ["fits", "stopped_early"]] = [500.0, 1]
+    out = table(df, 3, registry, "markdown")
+    adult = next(l for l in out.splitlines() if l.startswith("| adult"))
+    assert "61 ± 0.82 s (1.02 min) · 500-1,010 fits*" in adult
+    assert "**1.1 ± 0.82 s (0.02 min)**" in adult  # no fits recorded: no fits text
+    blog = next(l for l in out.splitlines() if l.startswith("| blog"))
+    assert "fits" not in blog

@@ -1,7 +1,7 @@
 """The conformance kit plugin authors run on their valuers (like scikit-learn's
 ``check_estimator``): ``check_valuer(MyValuer)`` raises AssertionError on a broken
-contract. It checks the name, construction with defaults, one finite value per source
-sample, determinism for a seed, that inputs are not modified, and, unless
+contract. It checks the name, construction, one finite value per source sample,
+determinism for a seed, that inputs are not modified, and, unless
 ``beats_chance=False``, a corrupted-label AUROC above ``min_auroc`` on an easy task.
 A valuer that declares ``requires_annotations = ("name", ...)`` gets, for each name, a
 per-source-sample annotation that tracks sample quality (1 for clean, 0 for corrupted,

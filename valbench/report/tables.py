@@ -61,6 +61,30 @@ def _cells(df: pd.DataFrame, rows: list[str], column: str, text) -> tuple[pd.Dat
     return means, cells, ns
 
 
+def _fits_text(fits: pd.Series, stopped: pd.Series) -> str:
+    fits = fits.dropna()
+    if fits.empty:
+        return ""
+    lo, hi = int(fits.min()), int(fits.max())
+    text = f"{lo:,} fits" if lo == hi else f"{lo:,}-{hi:,} fits"
+    return f" · {text}{'*' if stopped.fillna(0).astype(bool).any() else ''}"
+
+
+def _with_fits(df: pd.DataFrame, rows: list[str], cells: pd.DataFrame) -> pd.DataFrame:
+    """Append the number of model fits (and a budget-stop mark) to each Table 3 cell."""
+    if "fits" not in df.columns:
+        return cells
+    stopped = df["stopped_early"] if "stopped_early" in df.columns else pd.Series(0, index=df.index)
+    extra = {k: _fits_text(g["fits"], stopped.loc[g.index]) for k, g in df.groupby(rows + ["valuer_label"])}
+    out = cells.copy()
+    for key in out.index:
+        for v in out.columns:
+            full = (*(key if isinstance(key, tuple) else (key,)), v)
+            if not pd.isna(out.loc[key, v]):
+                out.loc[key, v] = out.loc[key, v] + extra.get(full, "")
+    return out
+
+
 def build(df: pd.DataFrame, number: int, metric: str | None) -> tuple[list[str], list[list[str]], list[list[bool]], str]:
     """Header, body cells, bold flags and a caption for table ``number``."""
     if number in (1, 2):
@@ -80,8 +104,10 @@ def build(df: pd.DataFrame, number: int, metric: str | None) -> tuple[list[str],
         if df["mode"].nunique() > 1:
             rows.append("mode")
         means, cells, ns = _cells(df, rows, "wall_s", _time_text)
+        cells = _with_fits(df, rows, cells)
         best_is_max = False
-        caption = "Table 3: valuation runtime (wall clock of value(task)), mean ± std over seeds (n); fastest in bold."
+        caption = ("Table 3: valuation runtime (wall clock of value(task)), mean ± std over seeds (n), and the "
+                   "model fits the valuer reported (range over seeds; * = a budget stopped it early); fastest in bold.")
     else:
         raise ConfigError(f"there is no table {number}; choose 1, 2 or 3")
     valuers = list(cells.columns)

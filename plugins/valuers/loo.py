@@ -1,0 +1,98 @@
+"""Valuer ``loo``: leave-one-out, value_i = v(D) - v(D without i).
+
+As in the DVGS port: v(S) is the target score of the task's learner after ``steps``
+full-batch Adam steps at ``lr`` from one fixed initialisation, and v(D) is averaged over
+``full_models`` full-data models. The N leave-one-out models are trained
+``models_per_batch`` at a time as one batched computation (valbench.batched).
+
+Dropout: "shared" (default) trains every model in train mode with the same dropout
+masks per source sample (mask stream 0; full-data replicate r uses stream r), so each
+leave-one-out model is paired with full-data replicate 0 and differs from it only by
+the left-out sample; "off" trains without dropout (then the full-data models are
+identical and one is trained). The port drew independent masks per model, which adds
+noise to every difference.
+
+Budget: N + full_models fits (one with dropout off) are needed; a smaller ``max_fits``
+is refused before any work. A time budget stops between batches; samples whose
+leave-one-out model was not trained get value 0 (no evidence either way).
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+from valbench import hookimpl
+from valbench.batched import Recipe, engine_label
+from valbench.budget import Budget, check_budget_params
+from valbench.types import Valuation, ValuationTask
+from valbench.utility import Utility, check_recipe_params, check_task
+from valbench_plugins.valuers._progress import progress
+
+
+class LOOValuer:
+    """Leave-one-out values from batched retraining (higher = removing it hurts more)."""
+
+    name = "loo"
+    version = "1"
+    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "compile": False}  # cheap settings for valbench.testing.check_valuer
+
+    def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
+                 dropout: Literal["shared", "off"] = "shared", models_per_batch: int = 100,
+                 compile: bool = True, max_fits: Optional[int] = None,
+                 max_seconds: Optional[float] = None) -> None:
+        self.steps = steps
+        self.lr = lr
+        self.full_models = full_models
+        self.dropout = dropout
+        self.models_per_batch = models_per_batch
+        self.compile = compile
+        self.max_fits = max_fits
+        self.max_seconds = max_seconds
+
+    def validate(self) -> None:
+        check_recipe_params(self.steps, self.lr, self.models_per_batch)
+        if self.full_models < 1:
+            raise ValueError(f"full_models must be >= 1, got {self.full_models}")
+        check_budget_params(self.max_fits, self.max_seconds)
+
+    def fits_needed(self, n_source: int) -> int:
+        return n_source + (self.full_models if self.dropout == "shared" else 1)
+
+    def check(self, task: ValuationTask) -> None:
+        check_task(task)
+        need = self.fits_needed(len(task.source))
+        if self.max_fits is not None and self.max_fits < need:
+            raise ValueError(f"loo needs {need} fits ({len(task.source)} leave-one-out models + full-data models), "
+                             f"max_fits={self.max_fits} is too small")
+
+    def value(self, task: ValuationTask) -> Valuation:
+        self.validate()
+        self.check(task)
+        budget = Budget(self.max_fits, self.max_seconds)
+        util = Utility(task, Recipe(self.steps, self.lr, self.dropout, self.compile), self.models_per_batch)
+        v_full = util.full(self.full_models)
+        budget.spend(util.fits)
+        n = util.n
+        values = np.zeros(n)
+        index = torch.arange(n, device=task.device)
+        valued = 0
+        with progress(n, "loo") as bar:
+            for start in range(0, n, self.models_per_batch):
+                stop = min(start + self.models_per_batch, n)
+                if budget.exhausted(next_cost=stop - start):
+                    break
+                weight = torch.ones(stop - start, n, device=task.device)
+                weight[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
+                values[start:stop] = v_full.mean() - util.scores(index, weight, stream=0)
+                budget.spend(stop - start)
+                valued = stop
+                bar.update(stop - start)
+        return budget.valuation(values, v_full=float(v_full.mean()), v_full_std=float(v_full.std()),
+                                valued=valued, engine=engine_label(self.compile))
+
+
+@hookimpl
+def register_valuers(register):
+    register(LOOValuer)

@@ -1,0 +1,107 @@
+"""The utility v(S) of retraining-based valuers: the target-set score (the task's metric)
+of the task's learner trained on the source subset S, many subsets at once.
+
+Every model starts from ONE initialisation (``task.learner.build(task.seed)``) and is
+trained with a :class:`valbench.batched.Recipe` (the DVGS port's utility: 200
+full-batch Adam steps at lr 1e-4), so v is a deterministic set function for a given
+mask stream. Used by ``loo`` and ``tmc-shapley``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from valbench.batched import Recipe, StackedNet, UnsupportedNetwork, layer_spec, train_stacked
+from valbench.batched_scoring import batched_performance, empty_set_score
+from valbench.types import ValuationTask
+
+
+def check_recipe_params(steps: int, lr: float, models_per_batch: int) -> None:
+    """Range checks shared by the retraining valuers' validate()."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if models_per_batch < 1:
+        raise ValueError(f"models_per_batch must be >= 1, got {models_per_batch}")
+
+
+def check_task(task: ValuationTask) -> None:
+    """Raise ValueError (one line) when the utility cannot be computed for ``task``:
+    a metric the target set cannot score, or a learner that cannot be batched."""
+    y = np.asarray(task.target.y)
+    if task.metric == "auroc" and len(np.unique(y)) < 2:
+        raise ValueError(f"the target set has a single class ({int(y.flat[0])}); the AUROC utility needs two")
+    if task.metric == "r2" and len(y) > 0 and float(np.var(y.reshape(len(y), -1), axis=0).sum()) == 0.0:
+        raise ValueError("the target set has no variance; the R^2 utility is undefined")
+    if task.metric not in ("auroc", "accuracy", "r2"):
+        raise ValueError(f"unknown performance metric {task.metric!r}; use auroc, accuracy or r2")
+    try:
+        layer_spec(task.learner.build(task.seed, "cpu"))
+    except UnsupportedNetwork as exc:
+        raise ValueError(f"learner '{task.learner.architecture}': {exc}") from None
+
+
+def source_tensors(task: ValuationTask) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source set as tensors on the task's device (labels int64 or targets float32)."""
+    x = torch.tensor(np.asarray(task.source.x), dtype=torch.float32, device=task.device)
+    y = np.ascontiguousarray(task.source.y)
+    yt = torch.tensor(y, dtype=torch.long if task.supervised else torch.float32, device=task.device)
+    return x, yt
+
+
+class Utility:
+    """v(S) for many subsets S at once, ``models_per_batch`` models per batched fit."""
+
+    def __init__(self, task: ValuationTask, recipe: Recipe, models_per_batch: int = 100):
+        self.task = task
+        self.recipe = recipe
+        self.models_per_batch = models_per_batch
+        self.supervised = task.learner.supervised
+        self.model = task.learner.build(task.seed, task.device)  # the one fixed initialisation
+        self.x, self.y = source_tensors(task)
+        self.x_target = torch.tensor(np.asarray(task.target.x), dtype=torch.float32,
+                                        device=task.device).flatten(1)
+        yt = np.ascontiguousarray(task.target.y)
+        self.y_target = torch.tensor(yt, dtype=torch.long if self.supervised else torch.float32,
+                                        device=task.device)
+        self.empty = empty_set_score(task.metric, self.y_target)
+        self.fits = 0  # models trained so far
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    def score(self, net: StackedNet) -> np.ndarray:
+        out = net.predict(self.x_target, self.supervised)
+        return batched_performance(self.task.metric, self.y_target, out).cpu().numpy()
+
+    def scores(self, index: torch.Tensor, weight: torch.Tensor, stream: object = 0,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """v of M subsets: ``weight`` (M, n) over rows ``index`` ((n,) shared or (M, n)).
+
+        Trains in chunks of ``models_per_batch``; calls ``progress(k)`` after each chunk of k.
+        """
+        M = weight.shape[0]
+        out = np.empty(M, dtype=np.float64)
+        for start in range(0, M, self.models_per_batch):
+            stop = min(start + self.models_per_batch, M)
+            idx = index if index.dim() == 1 else index[start:stop]
+            net = train_stacked(self.model, self.x, self.y, idx, weight[start:stop], supervised=self.supervised,
+                                recipe=self.recipe, seed=self.task.seed, stream=stream)
+            out[start:stop] = self.score(net)
+            self.fits += stop - start
+            if progress is not None:
+                progress(stop - start)
+        return out
+
+    def full(self, replicates: int) -> np.ndarray:
+        """v(D) of ``replicates`` full-data models, replicate r on mask stream r (with
+        dropout off they would be identical, so one model is trained and repeated)."""
+        reps = replicates if self.recipe.dropout == "shared" else 1
+        index = torch.arange(self.n, device=self.task.device)
+        weight = torch.ones(1, self.n, device=self.task.device)
+        vals = np.array([self.scores(index, weight, stream=r)[0] for r in range(reps)])
+        return np.resize(vals, replicates) if reps != replicates else vals
