@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.errors import ConfigError
 from valbench.testing import check_valuer, easy_task
-from valbench.types import Split, ValuationTask
+from valbench.types import ValuationTask
 from valbench_plugins.valuers.knn_shapley import KNNShapleyValuer, knn_shapley
 
 

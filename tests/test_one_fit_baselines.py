@@ -1,7 +1,6 @@
 """The one-fit baselines: target-loss and confident-learning (self-confidence, as in cleanlab)."""
 import numpy as np
 import pytest
-import torch
 
 from valbench.testing import check_valuer, easy_task
 from valbench.types import Split, ValuationTask

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.errors import DataError
 from valbench.grid import build_experiment, expand
 from valbench.runner import CellCache, run_job
 

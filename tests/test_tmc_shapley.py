@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from valbench.batched import Recipe
-from valbench.budget import Budget
 from valbench.testing import check_valuer
 from valbench.utility import Utility
 from valbench_plugins.valuers._tmc_stopping import Stopping

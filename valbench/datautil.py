@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from valbench.errors import DataError
+from valbench.seeding import rng
 
 
 def sha256_bytes(*chunks: bytes) -> str:
@@ -40,6 +41,24 @@ def take(perm: np.ndarray, sizes: list[int | None], what: list[str], dataset: st
         out.append(perm[start:start + n])
         start += n
     return out
+
+
+def check_sizes(**sizes: int | None) -> None:
+    """For a dataset's validate(): every given split size is >= 1 (None: its default, or all the rest)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key} must be >= 1 (or omitted), got {value}")
+
+
+def split_pools(seed: int, dataset: str, source_pool: int | np.ndarray, target_pool: int | np.ndarray,
+                n_source: int | None, n_target: int | None, n_test: int | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of source (from the first pool), target and test (from the second pool), by
+    seeded permutations; a pool is a size or an array of indices; None takes all the rest."""
+    g = rng(seed, "split", dataset)
+    (src,) = take(g.permutation(source_pool), [n_source], ["source"], dataset)
+    tgt, tst = take(g.permutation(target_pool), [n_target, n_test], ["target", "test"], dataset)
+    return src, tgt, tst
 
 
 def minmax_together(*arrays: np.ndarray) -> list[np.ndarray]:

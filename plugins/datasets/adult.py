@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import minmax_together, sha256_bytes, take
+from valbench.datautil import minmax_together, sha256_bytes, split_pools
 from valbench.errors import DataError
 from valbench.models import Learner
-from valbench.seeding import rng
 from valbench.types import Split, Splits
 
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
@@ -111,9 +110,7 @@ class Adult:
 
     def load(self, seed: int) -> Splits:
         xd, yd, xt, yt = encoded(self.path)
-        g = rng(seed, "split", self.name)
-        (src,) = take(g.permutation(len(xd)), [self.n_source], ["source"], self.name)
-        tgt, tst = take(g.permutation(len(xt)), [self.n_target, self.n_test], ["target", "test"], self.name)
+        src, tgt, tst = split_pools(seed, self.name, len(xd), len(xt), self.n_source, self.n_target, self.n_test)
         xs, xg, xe = minmax_together(xd[src], xt[tgt], xt[tst])
         return Splits(Split(xs, yd[src]), Split(xg, yt[tgt]), Split(xe, yt[tst]), n_classes=2,
                       learner=Learner("mlp", N_FEATURES, 2, class_balance=True))

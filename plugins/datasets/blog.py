@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import dataset_dir, download, file_sha256, files_fingerprint, minmax_together, missing, take
+from valbench.datautil import (check_sizes, dataset_dir, download, file_sha256, files_fingerprint, minmax_together, missing,
+                               split_pools)
 from valbench.errors import DataError
 from valbench.models import Learner
-from valbench.seeding import rng
 from valbench.types import Split, Splits
 
 ARCHIVES = ("BlogFeedback.zip", "blogfeedback.zip")
@@ -116,11 +116,7 @@ class Blog:
         self.n_source, self.n_target, self.n_test, self.path = n_source, n_target, n_test, path
 
     def validate(self) -> None:
-        for key in ("n_source", "n_target"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_test is not None and self.n_test < 1:
-            raise ValueError(f"n_test must be >= 1 or omitted (all the rest), got {self.n_test}")
+        check_sizes(n_source=self.n_source, n_target=self.n_target, n_test=self.n_test)
 
     def fingerprint(self) -> str:
         return files_fingerprint(*locate(self.path))
@@ -131,9 +127,7 @@ class Blog:
 
     def load(self, seed: int) -> Splits:
         xd, yd, xt, yt = self.arrays()
-        g = rng(seed, "split", self.name)
-        (src,) = take(g.permutation(len(xd)), [self.n_source], ["source"], self.name)
-        tgt, tst = take(g.permutation(len(xt)), [self.n_target, self.n_test], ["target", "test"], self.name)
+        src, tgt, tst = split_pools(seed, self.name, len(xd), len(xt), self.n_source, self.n_target, self.n_test)
         xs, xg, xe = minmax_together(xd[src], xt[tgt], xt[tst])
         return Splits(Split(xs, yd[src]), Split(xg, yt[tgt]), Split(xe, yt[tst]), n_classes=2,
                       learner=Learner("mlp", N_FEATURES, 2, class_balance=True))

@@ -27,10 +27,10 @@ from typing import Literal
 import numpy as np
 
 from valbench import hookimpl
-from valbench.datautil import dataset_dir, download, file_sha256, files_fingerprint, missing, sha256_bytes, take
+from valbench.datautil import (check_sizes, dataset_dir, download, file_sha256, files_fingerprint, missing, sha256_bytes,
+                               split_pools)
 from valbench.errors import DataError
 from valbench.models import Learner
-from valbench.seeding import rng
 from valbench.types import Split, Splits
 
 ARCHIVE = "cifar-10-binary.tar.gz"
@@ -185,10 +185,7 @@ class Cifar10:
     def validate(self) -> None:
         if self.representation not in DEFAULT_SOURCE:
             raise ValueError(f"representation must be inception or pixels, got {self.representation!r}")
-        for key in ("n_source", "n_target", "n_test"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ValueError(f"{key} must be >= 1, got {v}")
+        check_sizes(n_source=self.n_source, n_target=self.n_target, n_test=self.n_test)
 
     def fingerprint(self) -> str:
         parts = [files_fingerprint(*locate(self.path)), self.representation]
@@ -203,10 +200,8 @@ class Cifar10:
 
     def load(self, seed: int) -> Splits:
         xd, yd, xt, yt = self.arrays()
-        g = rng(seed, "split", self.name)
         n_source = self.n_source or DEFAULT_SOURCE[self.representation]
-        (src,) = take(g.permutation(len(xd)), [n_source], ["source"], self.name)
-        tgt, tst = take(g.permutation(len(xt)), [self.n_target, self.n_test], ["target", "test"], self.name)
+        src, tgt, tst = split_pools(seed, self.name, len(xd), len(xt), n_source, self.n_target, self.n_test)
         pix = lambda a: (a.astype(np.float32) / 255.0)
         encoder, width = None, 3 * 32 * 32
         if self.representation == "inception":

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from valbench import hookimpl
-from valbench.datautil import cache_dir, dataset_dir, file_sha256, files_fingerprint, missing, sha256_bytes, take
+from valbench.datautil import (cache_dir, check_sizes, dataset_dir, file_sha256, files_fingerprint, missing, sha256_bytes,
+                               split_pools)
 from valbench.errors import DataError
 from valbench.models import Learner
 from valbench.seeding import derive_seed, rng, torch_generator
@@ -160,10 +161,7 @@ class FashionMNIST:
             raise ValueError(f"size must be 28 or 32, got {self.size}")
         if self.representation == "cnn" and self.size != 28:
             raise ValueError("size=32 (zero padding) is for representation=pixels; the CNN reads 28x28 images")
-        for key in ("n_source", "n_target", "n_test"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ValueError(f"{key} must be >= 1, got {v}")
+        check_sizes(n_source=self.n_source, n_target=self.n_target, n_test=self.n_test)
         if self.n_pretrain < 1 or self.pretrain_epochs < 1:
             raise ValueError("n_pretrain and pretrain_epochs must be >= 1")
 
@@ -205,10 +203,8 @@ class FashionMNIST:
     def load(self, seed: int) -> Splits:
         xd, yd, xt, yt = self.arrays()
         _, pool = self.pools()
-        g = rng(seed, "split", self.name)
         n_source = self.n_source or DEFAULT_SOURCE[self.representation]
-        (src,) = take(g.permutation(pool), [n_source], ["source"], self.name)
-        tgt, tst = take(g.permutation(len(xt)), [self.n_target, self.n_test], ["target", "test"], self.name)
+        src, tgt, tst = split_pools(seed, self.name, pool, len(xt), n_source, self.n_target, self.n_test)
         pad = (self.size - 28) // 2
 
         def pix(a: np.ndarray) -> np.ndarray:

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import cached_array, dataset_dir, files_fingerprint, missing, sha256_bytes, weighted_sample
+from valbench.datautil import (cached_array, check_sizes, dataset_dir, files_fingerprint, missing, sha256_bytes,
+                               weighted_sample)
 from valbench.errors import DataError
 from valbench.seeding import rng
 from valbench.types import Split, Splits
@@ -173,11 +174,7 @@ class Lincs:
         self.n_source, self.n_target, self.n_test, self.max_replicates = n_source, n_target, n_test, max_replicates
 
     def validate(self) -> None:
-        for key in ("n_source", "n_target"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_test is not None and self.n_test < 1:
-            raise ValueError(f"n_test must be >= 1 or omitted (all the rest), got {self.n_test}")
+        check_sizes(n_source=self.n_source, n_target=self.n_target, n_test=self.n_test)
         if not -1.0 <= self.apc_threshold < 1.0:
             raise ValueError(f"apc_threshold must be in [-1, 1), got {self.apc_threshold}")
         if self.max_replicates < 2:

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from valbench import hookimpl
-from valbench.datautil import file_sha256, missing, take
+from valbench.datautil import check_sizes, file_sha256, missing, take
 from valbench.errors import DataError
 from valbench.seeding import rng
 from valbench.types import Split, Splits
@@ -120,11 +120,7 @@ class PBMC:
         self.layer, self.label, self.path = layer, label, path
 
     def validate(self) -> None:
-        for key in ("n_source", "n_target"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_test is not None and self.n_test < 1:
-            raise ValueError(f"n_test must be >= 1 or omitted (all the rest), got {self.n_test}")
+        check_sizes(n_source=self.n_source, n_target=self.n_target, n_test=self.n_test)
         if self.layer not in ("X", "raw"):
             raise ValueError(f"layer must be X or raw, got {self.layer!r}")
 
