@@ -18,6 +18,7 @@ Numbers are medians of --repeats runs. Run with the thread count you report:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from valbench.timing import timed
 from valbench.types import Split, ValuationTask
 
 NAIVE_LIMIT_S = 60.0  # skip the naive loop where its measurement would take longer
+BUDGET_S = 120.0  # time for the repeats of one slow engine on one case
 
 
 @dataclass
@@ -71,7 +73,7 @@ def floor_s(task: ValuationTask, repeats: int) -> float:
     ctx.seeds = sample_seeds(torch.arange(len(x), device=task.device), 1)
     loss_fn = task.learner.loss("none")
     times = []
-    for _ in range(repeats + 1):
+    for _ in range(repeats + 1):  # the first pass warms up
         sync(task.device)
         t0 = time.perf_counter()
         loss_fn(model(x), y).sum().backward()
@@ -105,21 +107,32 @@ def bench(case: Case, device: str, repeats: int) -> None:
     n = case.n_source
     print(f"\n{case.name}: {n:,} source, {case.n_target} target (one full batch), device {device}")
     print(f"  {'':8s} {'ms/step':>10s} {'samples/s':>12s} {'peak MB':>9s} {'x floor':>8s}")
-    floor = floor_s(task, max(repeats, 3))
+    # floor and fast engine interleaved, so that other load on the machine hits both alike
+    floors, fasts, peaks = [], [], []
+    for _ in range(repeats):
+        floors.append(floor_s(task, 1))
+        sec, peak = step_s(task, "fast", 2, 12, 1)
+        fasts.append(sec)
+        peaks.append(peak)
+    floor, fast = statistics.median(floors), statistics.median(fasts)
     print(f"  {'floor':8s} {floor * 1e3:10.2f} {n / floor:12,.0f} {'':>9s} {1.0:8.2f}")
-    results = {}
-    for engine, k1, k2 in [("fast", 2, 12), ("opacus", 1, 3), ("naive", 1, 2)]:
-        reps = repeats if engine == "fast" else max(1, min(repeats, 3))
-        if engine == "naive":
-            small = Case(case.name, case.learner, min(n, 200), case.n_target, case.n_classes)
-            per_sample = step_s(make_task(small, device), "naive", 1, 2, 1)[0] / small.n_source
-            if per_sample * n * (k1 + k2) * reps > NAIVE_LIMIT_S:
-                print(f"  {'naive':8s} skipped: about {per_sample * n:.1f} s per step (one backward pass per "
-                      f"sample, {per_sample * 1e3:.2f} ms each), over {NAIVE_LIMIT_S:.0f} s to measure")
-                continue
+    print(f"  {'fast':8s} {fast * 1e3:10.2f} {n / fast:12,.0f} {max(peaks) / 2**20:9.0f} {fast / floor:8.2f}")
+    results = {"fast": fast}
+    for engine in ("opacus", "naive"):
+        k1, k2 = 1, 2
+        # size the measurement from a 200-sample probe (time is linear in the source size)
+        small = Case(case.name, case.learner, min(n, 200), case.n_target, case.n_classes)
+        probe = step_s(make_task(small, device), engine, 1, 2, 1)[0] / small.n_source
+        est = probe * n  # seconds per step
+        if engine == "naive" and est * (k1 + k2) > NAIVE_LIMIT_S:
+            print(f"  {'naive':8s} skipped: about {est:.0f} s per step (one backward pass per sample, "
+                  f"{probe * 1e3:.2f} ms each); measuring it would take minutes")
+            continue
+        reps = int(max(1, min(repeats, 3, BUDGET_S // max(est * (k1 + k2), 1e-9))))
         sec, peak = step_s(task, engine, k1, k2, reps)
         results[engine] = sec
-        print(f"  {engine:8s} {sec * 1e3:10.2f} {n / sec:12,.0f} {peak / 2**20:9.0f} {sec / floor:8.2f}")
+        note = "" if reps == repeats else f"  (median of {reps})"
+        print(f"  {engine:8s} {sec * 1e3:10.2f} {n / sec:12,.0f} {peak / 2**20:9.0f} {sec / floor:8.2f}{note}")
     line = [f"fast/floor {results['fast'] / floor:.2f}x", f"opacus/fast {results['opacus'] / results['fast']:.1f}x"]
     if "naive" in results:
         line.append(f"naive/fast {results['naive'] / results['fast']:.0f}x")
@@ -153,12 +166,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
-          f"medians of {args.repeats} repeats (opacus/naive: at most 3)")
+          f"medians of {args.repeats} repeats (slow engines: fewer, as noted); "
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     exp1(device, args.repeats)
     for n in (int(s) for s in args.sizes.split(",")):
         bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats)
     ae = Learner("mlp-autoencoder", 978, 978, hidden=(250,), latent=32, dropout=0.0, norm=False)
     bench(Case("MLP autoencoder 978-250-32", ae, 10_000, 2000, None), device, args.repeats)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other processes on the machine slow every number)")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def test_fused_step_gives_the_autograd_target_gradient_and_the_same_terms():
     ctx.seeds = tseeds
     ref_loss = target_loss(model(xt), yt)
     ref = torch.autograd.grad(ref_loss, list(model.parameters()))
-    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    engine = build_engine("fast", model, learner.loss("none"), names, ctx, fusable=True)
     assert engine.fusable
     state = ChunkState(5)  # the fused chunk and then two more chunks
     loss, grads, dot, sq = fused_terms(engine, xt, yt, tseeds, target_loss, x, y, seeds, list(range(6)), state)
@@ -191,6 +191,10 @@ def test_shared_layers_fall_back():
     model = nn.Sequential(lin, nn.Mish(), lin)
     choice = choose_engine("auto", model, [n for n, _ in model.named_parameters()], torch.randn(2, 4))
     assert choice.name == "opacus" and "2 times" in choice.reason
+    # a shared layer outside the selected parameters: fast, but the target pass stays separate
+    model = nn.Sequential(lin, nn.Mish(), lin, nn.Linear(4, 2))
+    choice = choose_engine("auto", model, ["3.weight", "3.bias"], torch.randn(2, 4))
+    assert choice.name == "fast" and not choice.fusable
 
 
 def test_out_of_memory_halves_the_chunk_and_keeps_the_values():

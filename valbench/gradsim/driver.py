@@ -1,7 +1,7 @@
 """Choosing an engine and running it over the whole source set in memory-safe chunks.
 
 Chunk sizes change memory and speed, never values: dropout masks are keyed by global
-sample indices, and every sample's terms depend on that sample alone.
+sample ids, and every sample's terms depend on that sample alone.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ CUDA_FREE_FRACTION = 0.25  # start chunks at this share of free device memory
 class EngineChoice:
     name: str  # "fast" | "opacus" | "naive"
     reason: str  # why (e.g. the layer that made "auto" fall back)
+    fusable: bool = False  # fast engine only: every trainable layer handled, the target pass can ride along
 
 
 def choose_engine(kind: str, model: nn.Module, names: Sequence[str], probe_x: torch.Tensor) -> EngineChoice:
@@ -34,16 +35,19 @@ def choose_engine(kind: str, model: nn.Module, names: Sequence[str], probe_x: to
         return EngineChoice(kind, "requested")
     why = unsupported(model, names, probe=probe_x)
     if why is None:
-        return EngineChoice("fast", "requested" if kind == "fast" else "default")
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        fusable = unsupported(model, trainable, probe=probe_x) is None
+        return EngineChoice("fast", "requested" if kind == "fast" else "default", fusable)
     if kind == "fast":
         raise UnsupportedModel(f"engine=fast cannot be used: {why}; use engine=auto or engine=opacus")
     return EngineChoice("opacus", f"fallback: {why}")
 
 
 def build_engine(name: str, model: nn.Module, loss_fn: PerSampleLoss, names: Sequence[str],
-                 context: MaskContext) -> Engine:
-    cls = {"fast": FastEngine, "opacus": OpacusEngine, "naive": NaiveEngine}[name]
-    return cls(model, loss_fn, names, context)
+                 context: MaskContext, fusable: bool = False) -> Engine:
+    if name == "fast":
+        return FastEngine(model, loss_fn, names, context, fusable=fusable)
+    return {"opacus": OpacusEngine, "naive": NaiveEngine}[name](model, loss_fn, names, context)
 
 
 def activation_bytes(model: nn.Module, x: torch.Tensor, context: MaskContext) -> int:
@@ -71,7 +75,7 @@ def activation_bytes(model: nn.Module, x: torch.Tensor, context: MaskContext) ->
 def initial_chunk(engine: Engine, source_batch: int, n: int, act_bytes: int, device: torch.device) -> int:
     """Samples per chunk. Materialising engines take ``source_batch`` (the paper's memory
     knob) capped by the memory limit; the fast engine, holding only activations, takes
-    as many samples as fit in the limit (and at least ``source_batch``, capped)."""
+    as many samples as fit in the limit (CPU: 256 MiB; CUDA: a quarter of free memory)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         limit = int(free * CUDA_FREE_FRACTION)

@@ -147,7 +147,9 @@ def dvgs(task: ValuationTask, config: DVGSConfig) -> Valuation:
                 raise ValuationError(f"dvgs: {exc}") from None
             n_selected = _restart(run, prep, config, restart)
     info = {
-        "engine": prep.choice.name, "engine_reason": prep.choice.reason, "snapshots": run.snapshots,
+        "engine": prep.choice.name, "engine_reason": prep.choice.reason,
+        "target_pass": "fused with the source pass" if prep.choice.fusable else "separate",
+        "snapshots": run.snapshots,
         "steps": run.step, "similarity": config.similarity, "class_balance": balance,
         "parameters": n_selected, "dropout": "per-sample hash masks" if prep.dropout_layers else "none",
         "chunk": run.chunk.size, "oom_splits": run.chunk.splits,
@@ -159,7 +161,7 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
     """Train one fresh model on the target set, adding a snapshot every ``period`` steps.
     Returns the number of parameters compared."""
     model, ctx = prep.model, prep.context
-    engine = build_engine(prep.choice.name, model, run.source_loss, prep.names, ctx)
+    engine = build_engine(prep.choice.name, model, run.source_loss, prep.names, ctx, prep.choice.fusable)
     fused = isinstance(engine, FastEngine) and engine.fusable
     if run.chunk is None:
         act = activation_bytes(model, run.xs[:64], ctx)
@@ -186,7 +188,7 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
                 else:
                     ctx.seeds = run.target_seeds[idx]
                     loss = run.target_loss(model(run.xt[idx]), run.yt[idx])
-                    grads = list(torch.autograd.grad(loss, params))
+                    grads = list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
                     if snapshot:  # at the same parameters, before the optimiser step
                         target = [grads[k] for k in selected]
                         dot, sq = source_terms(engine, run.xs, run.ys, run.seeds, target, run.chunk)

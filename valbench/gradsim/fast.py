@@ -146,13 +146,14 @@ class FastEngine(Engine):
     name = "fast"
     materialises = False
 
-    def __init__(self, model, loss_fn, names, context):
+    def __init__(self, model, loss_fn, names, context, fusable: bool = False):
+        """``fusable``: every trainable parameter is handled (see :func:`unsupported` with
+        a probe), so the target pass may ride along (:meth:`fused_step`)."""
         super().__init__(model, loss_fn, names, context)
         if why := unsupported(model, names):
             raise UnsupportedModel(why)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        # The target pass can ride along only if every trainable parameter is handled.
-        self.fusable = unsupported(model, [n for n, _ in trainable]) is None
+        self.fusable = fusable and unsupported(model, [n for n, _ in trainable]) is None
         hooked = trainable if self.fusable else [(n, dict(trainable)[n]) for n in self.names]
         self.all_params = [p for _, p in trainable]
         self.slots: list[tuple[nn.Module, str]] = [owners(model, [n])[n] for n, _ in hooked]
@@ -170,6 +171,8 @@ class FastEngine(Engine):
 
     def _record(self, module, inputs, output):
         if self._capturing:
+            if module in self._records:  # the probe in choose_engine rules this out
+                raise UnsupportedModel(f"layer {type(module).__name__} is called twice per forward pass")
             self._records[module] = (inputs[0].detach(), output)
 
     def _forward(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
