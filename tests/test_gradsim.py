@@ -240,3 +240,20 @@ def test_masks_and_terms_are_the_same_on_cuda():
     gpu = engine.terms(x.cuda(), y.cuda(), seeds.cuda(), [t.cuda() for t in target])
     for a, b in zip(gpu, cpu):
         assert torch.allclose(a.cpu(), b, rtol=1e-9)
+
+
+def test_adam_matches_torch_optim_adam():
+    from valbench.gradsim.adam import Adam
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)]
+    b = [t.clone().requires_grad_() for t in a]
+    ours, ref = Adam(a, lr=1e-2), torch.optim.Adam(b, lr=1e-2, foreach=True)
+    for _ in range(20):
+        grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in a]
+        ours.step(grads)
+        for p, gr in zip(b, grads):
+            p.grad = gr.clone()
+        ref.step()
+    for p, q in zip(a, b):
+        assert torch.allclose(p, q.detach(), rtol=0, atol=1e-14)

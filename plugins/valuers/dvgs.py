@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from valbench import hookimpl
-from valbench.gradsim.dvgs import DVGSConfig, config_from, dvgs, prepare
+from valbench.gradsim.dvgs import config_from, dvgs, prepare
 from valbench.types import Valuation, ValuationTask
 
 

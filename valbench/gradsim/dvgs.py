@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from valbench.errors import ValuationError
+from valbench.gradsim.adam import Adam
 from valbench.gradsim.driver import ChunkState, EngineChoice, activation_bytes, build_engine, choose_engine
 from valbench.gradsim.driver import fused_terms, initial_chunk, source_terms
 from valbench.gradsim.fast import FastEngine
@@ -170,7 +171,7 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
     position = {id(p): k for k, p in enumerate(params)}
     named = dict(model.named_parameters())
     selected = [position[id(named[n])] for n in prep.names]
-    opt = _adam(params, config.lr)
+    opt = Adam(params, config.lr)
     first_step, n_t = run.step, len(run.xt)
     try:
         for _epoch in range(config.epochs):
@@ -200,9 +201,7 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
                     run.snapshots += 1
                     check = check + target_sq + snap.sum()
                 run.trace[run.step] = check
-                for p, g in zip(params, grads):
-                    p.grad = g
-                opt.step()
+                opt.step(grads)
                 run.step += 1
                 if run.step % CHECK_EVERY == 0:
                     _check_finite(run.trace, first_step, run.step, restart, config.lr)
@@ -212,14 +211,6 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
     finally:
         engine.close()
     return sum(params[k].numel() for k in selected)
-
-
-def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam (no weight decay); the fused kernel where this torch has it (same update rule)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
 
 
 def _check_finite(trace: torch.Tensor, lo: int, hi: int, restart: int, lr: float) -> None:
