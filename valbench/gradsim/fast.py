@@ -28,7 +28,7 @@ falls back to the Opacus engine.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -207,19 +207,20 @@ class FastEngine(Engine):
             sq += q
         return dot, sq
 
-    def fused_step(self, xt: torch.Tensor, yt: torch.Tensor, seeds_t: torch.Tensor,
-                   target_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                   xs: torch.Tensor, ys: torch.Tensor, seeds_s: torch.Tensor,
+    def fused_step(self, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, coef: torch.Tensor, nt: int,
                    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """One pass over target batch + source chunk: (target loss, target gradient of
-        every trainable parameter in model.parameters() order, source dot, source sq),
-        the terms taken against the target gradient of the selected parameters."""
-        nt = len(xt)
-        out = self._forward(torch.cat([xt, xs]), torch.cat([seeds_t, seeds_s]))
-        t_loss = target_loss(out[:nt], yt)
-        total = t_loss + self.loss_fn(out[nt:], ys).sum()
+        """One pass over rows [target batch (nt rows); source chunk].
+
+        The target loss is sum_i coef_i l_i over the target rows (a weighted mean of the
+        per-sample losses l_i; ``coef`` is 1 on source rows, whose losses are summed).
+        Returns (target loss, target gradient of every trainable parameter in
+        model.parameters() order, source dot, source sq), the terms taken against the
+        target gradient of the selected parameters.
+        """
+        out = self._forward(x, seeds)
+        per_sample = self.loss_fn(out, y) * coef  # one weighted sum: no slicing of big outputs
         mods = [m for m in self.layers if m in self._records]
-        backs = torch.autograd.grad(total, [self._records[m][1] for m in mods], allow_unused=True)
+        backs = torch.autograd.grad(per_sample.sum(), [self._records[m][1] for m in mods], allow_unused=True)
         cache, grads = {}, {}
         for m, b in zip(mods, backs):
             a = self._records[m][0]
@@ -231,9 +232,9 @@ class FastEngine(Engine):
         full = [grads[slot].reshape(p.shape) for slot, p in zip(self.slots, self.all_params)]
         by_slot = dict(zip(self.slots, full))
         target = [by_slot[slot] for slot in self.selected_slots]
-        dot, sq = self._accumulate(mods, backs, target, nt, nt + len(xs), cache)
+        dot, sq = self._accumulate(mods, backs, target, nt, len(x), cache)
         self._records.clear()
-        return t_loss, full, dot, sq
+        return per_sample[:nt].detach().sum(), full, dot, sq
 
     def reset(self) -> None:
         self._records.clear()
