@@ -5,6 +5,8 @@ autoencoder (978-250-32) at 10k, one run prints:
 
 - floor: one plain forward + backward pass (with parameter gradients) over the whole
   source set, through the same model DVGS values (same layers, same dropout masks);
+  floor+t: the same over the source set and the target batch, the rows every DVGS step
+  must pass forward and backward (it matters at 1k source with a 400-row target batch);
 - fast / opacus / naive: one whole DVGS step (target mini-batch gradient, every source
   sample's similarity, Adam step), measured inside real ``dvgs()`` calls as the time
   difference between runs of k1 and k2 steps (so set-up is not counted);
@@ -14,6 +16,9 @@ autoencoder (978-250-32) at 10k, one run prints:
 
 Numbers are medians of --repeats runs. Run with the thread count you report:
     python benchmarks/dvgs_speed.py --threads 2
+On a machine shared with other busy processes, OpenMP's default busy-waiting makes
+every multi-threaded number erratic (threads spin while their partner is descheduled);
+compare with --threads 1, or run with OMP_WAIT_POLICY=PASSIVE in the environment.
 """
 from __future__ import annotations
 
@@ -74,12 +79,14 @@ def med(samples: list[Timing2]) -> Timing2:
     return Timing2(statistics.median(t.wall for t in samples), statistics.median(t.cpu for t in samples))
 
 
-def floor_s(task: ValuationTask, repeats: int) -> Timing2:
-    """One forward + backward over the whole source set through the valued model."""
+def floor_s(task: ValuationTask, repeats: int, with_target: bool = False) -> Timing2:
+    """One forward + backward over the whole source set through the valued model (and,
+    ``with_target``, the target batch too: the rows a DVGS step cannot avoid touching)."""
     model = task.learner.build(0, task.device)
     ctx, _ = prepare_model(model)
-    x = torch.tensor(task.source.x, device=task.device)
-    y = torch.tensor(task.source.y, device=task.device)
+    parts = [task.source] + ([task.target] if with_target else [])
+    x = torch.tensor(np.concatenate([p.x for p in parts]), device=task.device)
+    y = torch.tensor(np.concatenate([p.y for p in parts]), device=task.device)
     ctx.seeds = sample_seeds(torch.arange(len(x), device=task.device), 1)
     loss_fn = task.learner.loss("none")
     times = []
@@ -124,14 +131,16 @@ def bench(case: Case, device: str, repeats: int) -> None:
     print(f"\n{case.name}: {n:,} source, {case.n_target} target (one full batch), device {device}")
     print(f"  {'':8s} {'ms/step':>10s} {'samples/s':>12s} {'cpu ms':>10s} {'peak MB':>8s} {'x floor':>8s} {'cpu x':>8s}")
     # floor and fast engine interleaved, so that other load on the machine hits both alike
-    floors, fasts, peaks = [], [], []
+    floors, floors_t, fasts, peaks = [], [], [], []
     for _ in range(repeats):
         floors.append(floor_s(task, 1))
+        floors_t.append(floor_s(task, 1, with_target=True))
         t, peak = step_s(task, "fast", 2, 12, 1)
         fasts.append(t)
         peaks.append(peak)
-    floor, fast = med(floors), med(fasts)
+    floor, floor_t, fast = med(floors), med(floors_t), med(fasts)
     row("floor", floor, n, floor)
+    row("floor+t", floor_t, n, floor, note="  (source + target batch rows)")
     row("fast", fast, n, floor, max(peaks))
     results = {"fast": fast}
     for engine in ("opacus", "naive"):
@@ -150,6 +159,7 @@ def bench(case: Case, device: str, repeats: int) -> None:
         row(engine, t, n, floor, peak, "" if reps == repeats else f"  (median of {reps})")
     f = results["fast"]
     line = [f"fast/floor {f.wall / floor.wall:.2f}x (cpu {f.cpu / floor.cpu:.2f}x)",
+            f"fast/(floor+t) {f.wall / floor_t.wall:.2f}x",
             f"opacus/fast {results['opacus'].wall / f.wall:.1f}x (cpu {results['opacus'].cpu / f.cpu:.1f}x)"]
     if "naive" in results:
         line.append(f"naive/fast {results['naive'].wall / f.wall:.0f}x")
@@ -185,7 +195,8 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
           f"medians of {args.repeats} repeats (slow engines: fewer, as noted); "
-          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
     exp1(device, args.repeats)
     for n in (int(s) for s in args.sizes.split(",")):
         bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats)
