@@ -5,6 +5,8 @@ autoencoder (978-250-32) at 10k, one run prints:
 
 - floor: one plain forward + backward pass (with parameter gradients) over the whole
   source set, through the same model DVGS values (same layers, same dropout masks);
+  floor+t: the same over the source set and the target batch, the rows every DVGS step
+  must pass forward and backward (it matters at 1k source with a 400-row target batch);
 - fast / opacus / naive: one whole DVGS step (target mini-batch gradient, every source
   sample's similarity, Adam step), measured inside real ``dvgs()`` calls as the time
   difference between runs of k1 and k2 steps (so set-up is not counted);
@@ -14,10 +16,14 @@ autoencoder (978-250-32) at 10k, one run prints:
 
 Numbers are medians of --repeats runs. Run with the thread count you report:
     python benchmarks/dvgs_speed.py --threads 2
+On a machine shared with other busy processes, OpenMP's default busy-waiting makes
+every multi-threaded number erratic (threads spin while their partner is descheduled);
+compare with --threads 1, or run with OMP_WAIT_POLICY=PASSIVE in the environment.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ from valbench.timing import timed
 from valbench.types import Split, ValuationTask
 
 NAIVE_LIMIT_S = 60.0  # skip the naive loop where its measurement would take longer
+BUDGET_S = 120.0  # time for the repeats of one slow engine on one case
 
 
 @dataclass
@@ -62,67 +69,100 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def floor_s(task: ValuationTask, repeats: int) -> float:
-    """One forward + backward over the whole source set through the valued model."""
+@dataclass(frozen=True)
+class Timing2:
+    wall: float  # seconds
+    cpu: float  # process CPU seconds (all threads); on a shared machine closer to an idle one's wall time
+
+
+def med(samples: list[Timing2]) -> Timing2:
+    return Timing2(statistics.median(t.wall for t in samples), statistics.median(t.cpu for t in samples))
+
+
+def floor_s(task: ValuationTask, repeats: int, with_target: bool = False) -> Timing2:
+    """One forward + backward over the whole source set through the valued model (and,
+    ``with_target``, the target batch too: the rows a DVGS step cannot avoid touching)."""
     model = task.learner.build(0, task.device)
     ctx, _ = prepare_model(model)
-    x = torch.tensor(task.source.x, device=task.device)
-    y = torch.tensor(task.source.y, device=task.device)
+    parts = [task.source] + ([task.target] if with_target else [])
+    x = torch.tensor(np.concatenate([p.x for p in parts]), device=task.device)
+    y = torch.tensor(np.concatenate([p.y for p in parts]), device=task.device)
     ctx.seeds = sample_seeds(torch.arange(len(x), device=task.device), 1)
     loss_fn = task.learner.loss("none")
     times = []
-    for _ in range(repeats + 1):
+    for _ in range(repeats + 1):  # the first pass warms up
         sync(task.device)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         loss_fn(model(x), y).sum().backward()
         sync(task.device)
-        times.append(time.perf_counter() - t0)
+        times.append(Timing2(time.perf_counter() - t0, time.process_time() - c0))
         model.zero_grad(set_to_none=True)
-    return statistics.median(times[1:])
+    return med(times[1:])
 
 
-def step_s(task: ValuationTask, engine: str, k1: int, k2: int, repeats: int) -> tuple[float, float]:
-    """(seconds per DVGS step, peak bytes) from dvgs() runs of k1 and k2 full-batch steps."""
+def step_s(task: ValuationTask, engine: str, k1: int, k2: int, repeats: int) -> tuple[Timing2, float]:
+    """(time per DVGS step, peak bytes) from dvgs() runs of k1 and k2 full-batch steps."""
     def run(k):
         cfg = DVGSConfig(restarts=1, epochs=k, target_batch=len(task.target), engine=engine)
         out, timing = timed(lambda: dvgs(task, cfg), task.device)
         assert out.info["engine"] == engine, out.info
         peak = timing.peak_device_bytes if timing.peak_device_bytes is not None else \
             (timing.peak_rss_bytes or 0) - (timing.base_rss_bytes or 0)
-        return timing.wall_s, peak
+        return timing, peak
 
     diffs, peaks = [], []
     for _ in range(repeats):
         a, _ = run(k1)
         b, peak = run(k2)
-        diffs.append((b - a) / (k2 - k1))
+        diffs.append(Timing2(max((b.wall_s - a.wall_s) / (k2 - k1), 1e-9), max((b.cpu_s - a.cpu_s) / (k2 - k1), 1e-9)))
         peaks.append(peak)
-    return max(statistics.median(diffs), 1e-9), max(peaks)
+    return med(diffs), max(peaks)
+
+
+def row(name: str, t: Timing2, n: int, floor: Timing2, peak: float | None = None, note: str = "") -> None:
+    mb = "" if peak is None else f"{peak / 2**20:.0f}"
+    print(f"  {name:8s} {t.wall * 1e3:10.2f} {n / t.wall:12,.0f} {t.cpu * 1e3:10.2f} {mb:>8s} "
+          f"{t.wall / floor.wall:8.2f} {t.cpu / floor.cpu:8.2f}{note}")
 
 
 def bench(case: Case, device: str, repeats: int) -> None:
     task = make_task(case, device)
     n = case.n_source
     print(f"\n{case.name}: {n:,} source, {case.n_target} target (one full batch), device {device}")
-    print(f"  {'':8s} {'ms/step':>10s} {'samples/s':>12s} {'peak MB':>9s} {'x floor':>8s}")
-    floor = floor_s(task, max(repeats, 3))
-    print(f"  {'floor':8s} {floor * 1e3:10.2f} {n / floor:12,.0f} {'':>9s} {1.0:8.2f}")
-    results = {}
-    for engine, k1, k2 in [("fast", 2, 12), ("opacus", 1, 3), ("naive", 1, 2)]:
-        reps = repeats if engine == "fast" else max(1, min(repeats, 3))
-        if engine == "naive":
-            small = Case(case.name, case.learner, min(n, 200), case.n_target, case.n_classes)
-            per_sample = step_s(make_task(small, device), "naive", 1, 2, 1)[0] / small.n_source
-            if per_sample * n * (k1 + k2) * reps > NAIVE_LIMIT_S:
-                print(f"  {'naive':8s} skipped: about {per_sample * n:.1f} s per step (one backward pass per "
-                      f"sample, {per_sample * 1e3:.2f} ms each), over {NAIVE_LIMIT_S:.0f} s to measure")
-                continue
-        sec, peak = step_s(task, engine, k1, k2, reps)
-        results[engine] = sec
-        print(f"  {engine:8s} {sec * 1e3:10.2f} {n / sec:12,.0f} {peak / 2**20:9.0f} {sec / floor:8.2f}")
-    line = [f"fast/floor {results['fast'] / floor:.2f}x", f"opacus/fast {results['opacus'] / results['fast']:.1f}x"]
+    print(f"  {'':8s} {'ms/step':>10s} {'samples/s':>12s} {'cpu ms':>10s} {'peak MB':>8s} {'x floor':>8s} {'cpu x':>8s}")
+    # floor and fast engine interleaved, so that other load on the machine hits both alike
+    floors, floors_t, fasts, peaks = [], [], [], []
+    for _ in range(repeats):
+        floors.append(floor_s(task, 1))
+        floors_t.append(floor_s(task, 1, with_target=True))
+        t, peak = step_s(task, "fast", 2, 12, 1)
+        fasts.append(t)
+        peaks.append(peak)
+    floor, floor_t, fast = med(floors), med(floors_t), med(fasts)
+    row("floor", floor, n, floor)
+    row("floor+t", floor_t, n, floor, note="  (source + target batch rows)")
+    row("fast", fast, n, floor, max(peaks))
+    results = {"fast": fast}
+    for engine in ("opacus", "naive"):
+        k1, k2 = 1, 2
+        # size the measurement from a 200-sample probe (time is linear in the source size)
+        small = Case(case.name, case.learner, min(n, 200), case.n_target, case.n_classes)
+        probe = step_s(make_task(small, device), engine, 1, 2, 1)[0].wall / small.n_source
+        est = probe * n  # seconds per step
+        if engine == "naive" and est * (k1 + k2) > NAIVE_LIMIT_S:
+            print(f"  {'naive':8s} skipped: about {est:.0f} s per step (one backward pass per sample, "
+                  f"{probe * 1e3:.2f} ms each); measuring it would take minutes")
+            continue
+        reps = int(max(1, min(repeats, 3, BUDGET_S // max(est * (k1 + k2), 1e-9))))
+        t, peak = step_s(task, engine, k1, k2, reps)
+        results[engine] = t
+        row(engine, t, n, floor, peak, "" if reps == repeats else f"  (median of {reps})")
+    f = results["fast"]
+    line = [f"fast/floor {f.wall / floor.wall:.2f}x (cpu {f.cpu / floor.cpu:.2f}x)",
+            f"fast/(floor+t) {f.wall / floor_t.wall:.2f}x",
+            f"opacus/fast {results['opacus'].wall / f.wall:.1f}x (cpu {results['opacus'].cpu / f.cpu:.1f}x)"]
     if "naive" in results:
-        line.append(f"naive/fast {results['naive'] / results['fast']:.0f}x")
+        line.append(f"naive/fast {results['naive'].wall / f.wall:.0f}x")
     print("  ratios: " + ", ".join(line))
 
 
@@ -134,13 +174,14 @@ def exp1(device: str, repeats: int) -> None:
     raw = {"datasets": "adult", "corruptions": "labels", "valuers": "dvgs", "seeds": 1}
     (job,) = expand(build_experiment(raw), build_registry(), device)
     task = task_for(job, CellCache().cell(job))
-    times = []
+    times, cpus = [], []
     for _ in range(repeats):
         out, timing = timed(lambda: dvgs(task, DVGSConfig()), device)
         times.append(timing.wall_s)
+        cpus.append(timing.cpu_s)
     print(f"\nexp1 on ADULT (3 restarts x 100 full-batch steps, 1000 source, 108 features, engine "
           f"{out.info['engine']}): {statistics.median(times):.2f} s median of {repeats} "
-          f"(min {min(times):.2f}, max {max(times):.2f})")
+          f"(min {min(times):.2f}, max {max(times):.2f}); process CPU {statistics.median(cpus):.2f} s")
 
 
 def main() -> None:
@@ -153,12 +194,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
-          f"medians of {args.repeats} repeats (opacus/naive: at most 3)")
+          f"medians of {args.repeats} repeats (slow engines: fewer, as noted); "
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
     exp1(device, args.repeats)
     for n in (int(s) for s in args.sizes.split(",")):
         bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats)
     ae = Learner("mlp-autoencoder", 978, 978, hidden=(250,), latent=32, dropout=0.0, norm=False)
     bench(Case("MLP autoencoder 978-250-32", ae, 10_000, 2000, None), device, args.repeats)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other processes on the machine slow every number)")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def test_snapshots_follow_the_global_step_counter():
     # 12 steps in all (0..11), global counter: snapshots at steps 0, 4, 8
     assert out.info["steps"] == 12 and out.info["snapshots"] == 3 and out.fits == 2
     assert out.info["engine"] == "fast" and out.info["dropout"] == "per-sample hash masks"
+    assert out.info["target_pass"].startswith("fused")
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "dot", "projection", "euclidean"])

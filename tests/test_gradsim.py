@@ -144,24 +144,33 @@ def test_all_engines_agree_in_float64(arch):
             assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * b.abs().max()), name
 
 
-def test_fused_step_gives_the_autograd_target_gradient_and_the_same_terms():
-    learner, model, ctx, x, y, seeds, names, _ = _setup("mlp", torch.float64)
-    xt, yt = x[:7], y[:7]
+@pytest.mark.parametrize("arch", ["mlp", "mlp-autoencoder"])
+def test_fused_step_gives_the_autograd_target_gradient_and_the_same_terms(arch):
+    learner, model, ctx, x, y, seeds, names, _ = _setup(arch, torch.float64)
+    xt, yt = x[:7] * 0.5, y[:7]  # any target rows
     tseeds = sample_seeds(TARGET_ROWS + torch.arange(7), 1)
-    w = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    target_loss = learner.loss("mean", class_weights=w)
-    ctx.seeds = tseeds
-    ref_loss = target_loss(model(xt), yt)
-    ref = torch.autograd.grad(ref_loss, list(model.parameters()))
-    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    engine = build_engine("fast", model, learner.loss("none"), names, ctx, fusable=True)
     assert engine.fusable
-    state = ChunkState(5)  # the fused chunk and then two more chunks
-    loss, grads, dot, sq = fused_terms(engine, xt, yt, tseeds, target_loss, x, y, seeds, list(range(6)), state)
-    assert torch.allclose(loss, ref_loss)
-    for g, r in zip(grads, ref):
-        assert torch.allclose(g, r, rtol=1e-10, atol=1e-14)
-    d2, s2 = source_terms(engine, x, y, seeds, list(ref), ChunkState(len(x)))
-    assert torch.allclose(dot, d2, rtol=1e-10) and torch.allclose(sq, s2, rtol=1e-10)
+    buffers = {"max_target": 7}
+    state = ChunkState(5)  # the fused chunk and then more chunks
+    for idx in (torch.tensor([6, 0, 3, 2, 5, 1, 4]), torch.tensor([4, 1, 2])):  # a full, then a short batch
+        if arch == "mlp":  # class-balanced: torch's weighted-mean cross-entropy
+            w = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+            ref_loss_fn = learner.loss("mean", class_weights=w)
+            coef = w[yt[idx]] / w[yt[idx]].sum()
+        else:
+            ref_loss_fn = learner.loss("mean")
+            coef = torch.full((len(idx),), 1 / len(idx), dtype=torch.float64)
+        ctx.seeds = tseeds[idx]
+        ref_loss = ref_loss_fn(model(xt[idx]), yt[idx])
+        ref = torch.autograd.grad(ref_loss, list(model.parameters()))
+        loss, grads, dot, sq = fused_terms(engine, xt, yt, tseeds, idx, coef, x, y, seeds,
+                                           list(range(len(ref))), state, buffers)
+        assert torch.allclose(loss, ref_loss)
+        for g, r in zip(grads, ref):
+            assert torch.allclose(g, r, rtol=1e-10, atol=1e-14)
+        d2, s2 = source_terms(engine, x, y, seeds, list(ref), ChunkState(len(x)))
+        assert torch.allclose(dot, d2, rtol=1e-10) and torch.allclose(sq, s2, rtol=1e-10)
 
 
 def test_selected_parameters_only():
@@ -191,6 +200,10 @@ def test_shared_layers_fall_back():
     model = nn.Sequential(lin, nn.Mish(), lin)
     choice = choose_engine("auto", model, [n for n, _ in model.named_parameters()], torch.randn(2, 4))
     assert choice.name == "opacus" and "2 times" in choice.reason
+    # a shared layer outside the selected parameters: fast, but the target pass stays separate
+    model = nn.Sequential(lin, nn.Mish(), lin, nn.Linear(4, 2))
+    choice = choose_engine("auto", model, ["3.weight", "3.bias"], torch.randn(2, 4))
+    assert choice.name == "fast" and not choice.fusable
 
 
 def test_out_of_memory_halves_the_chunk_and_keeps_the_values():
@@ -236,3 +249,20 @@ def test_masks_and_terms_are_the_same_on_cuda():
     gpu = engine.terms(x.cuda(), y.cuda(), seeds.cuda(), [t.cuda() for t in target])
     for a, b in zip(gpu, cpu):
         assert torch.allclose(a.cpu(), b, rtol=1e-9)
+
+
+def test_adam_matches_torch_optim_adam():
+    from valbench.gradsim.adam import Adam
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)]
+    b = [t.clone().requires_grad_() for t in a]
+    ours, ref = Adam(a, lr=1e-2), torch.optim.Adam(b, lr=1e-2, foreach=True)
+    for _ in range(20):
+        grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in a]
+        ours.step(grads)
+        for p, gr in zip(b, grads):
+            p.grad = gr.clone()
+        ref.step()
+    for p, q in zip(a, b):
+        assert torch.allclose(p, q.detach(), rtol=0, atol=1e-14)

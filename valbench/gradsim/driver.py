@@ -1,7 +1,7 @@
 """Choosing an engine and running it over the whole source set in memory-safe chunks.
 
 Chunk sizes change memory and speed, never values: dropout masks are keyed by global
-sample indices, and every sample's terms depend on that sample alone.
+sample ids, and every sample's terms depend on that sample alone.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ CUDA_FREE_FRACTION = 0.25  # start chunks at this share of free device memory
 class EngineChoice:
     name: str  # "fast" | "opacus" | "naive"
     reason: str  # why (e.g. the layer that made "auto" fall back)
+    fusable: bool = False  # fast engine only: every trainable layer handled, the target pass can ride along
 
 
 def choose_engine(kind: str, model: nn.Module, names: Sequence[str], probe_x: torch.Tensor) -> EngineChoice:
@@ -34,16 +35,19 @@ def choose_engine(kind: str, model: nn.Module, names: Sequence[str], probe_x: to
         return EngineChoice(kind, "requested")
     why = unsupported(model, names, probe=probe_x)
     if why is None:
-        return EngineChoice("fast", "requested" if kind == "fast" else "default")
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        fusable = unsupported(model, trainable, probe=probe_x) is None
+        return EngineChoice("fast", "requested" if kind == "fast" else "default", fusable)
     if kind == "fast":
         raise UnsupportedModel(f"engine=fast cannot be used: {why}; use engine=auto or engine=opacus")
     return EngineChoice("opacus", f"fallback: {why}")
 
 
 def build_engine(name: str, model: nn.Module, loss_fn: PerSampleLoss, names: Sequence[str],
-                 context: MaskContext) -> Engine:
-    cls = {"fast": FastEngine, "opacus": OpacusEngine, "naive": NaiveEngine}[name]
-    return cls(model, loss_fn, names, context)
+                 context: MaskContext, fusable: bool = False) -> Engine:
+    if name == "fast":
+        return FastEngine(model, loss_fn, names, context, fusable=fusable)
+    return {"opacus": OpacusEngine, "naive": NaiveEngine}[name](model, loss_fn, names, context)
 
 
 def activation_bytes(model: nn.Module, x: torch.Tensor, context: MaskContext) -> int:
@@ -71,7 +75,7 @@ def activation_bytes(model: nn.Module, x: torch.Tensor, context: MaskContext) ->
 def initial_chunk(engine: Engine, source_batch: int, n: int, act_bytes: int, device: torch.device) -> int:
     """Samples per chunk. Materialising engines take ``source_batch`` (the paper's memory
     knob) capped by the memory limit; the fast engine, holding only activations, takes
-    as many samples as fit in the limit (and at least ``source_batch``, capped)."""
+    as many samples as fit in the limit (CPU: 256 MiB; CUDA: a quarter of free memory)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         limit = int(free * CUDA_FREE_FRACTION)
@@ -130,19 +134,52 @@ def source_terms(engine: Engine, x: torch.Tensor, y: torch.Tensor, seeds: torch.
     return dot, sq
 
 
-def fused_terms(engine: FastEngine, xt: torch.Tensor, yt: torch.Tensor, seeds_t: torch.Tensor, target_loss,
-                x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, selected: Sequence[int], state: ChunkState,
-                ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """The target batch rides along with the first source chunk (one forward and one
-    backward pass); returns (target loss, target gradient of every trainable parameter,
-    dot, sq), the terms taken against the selected part of the target gradient."""
-    n = len(x)
+class FusedInput:
+    """Rows [target batch; first source chunk] in one preallocated buffer: the source
+    chunk is copied in once, and each step writes only its target rows in front of it
+    (the target region is right-aligned, so a short last batch stays contiguous)."""
+
+    def __init__(self, xs: torch.Tensor, ys: torch.Tensor, seeds: torch.Tensor, max_target: int, first: int):
+        self.unsupervised = ys is xs  # y = x: the buffer is its own reconstruction target
+        self.m, self.first = max_target, first
+        self.x = torch.cat([xs[:1].expand(max_target, *xs.shape[1:]), xs[:first]])
+        self.y = self.x if self.unsupervised else torch.cat([ys[:1].expand(max_target, *ys.shape[1:]), ys[:first]])
+        self.seeds = torch.cat([seeds[:1].expand(max_target), seeds[:first]])
+        self.coef = torch.ones(max_target + first, dtype=xs.dtype, device=xs.device)
+
+    def fill(self, xt: torch.Tensor, yt: torch.Tensor, seeds_t: torch.Tensor, idx: torch.Tensor,
+             coef_t: torch.Tensor) -> slice:
+        """Write target rows ``idx`` and their loss coefficients; returns the rows to use."""
+        k = len(idx)
+        lo = self.m - k
+        torch.index_select(xt, 0, idx, out=self.x[lo:self.m])
+        if not self.unsupervised:
+            torch.index_select(yt, 0, idx, out=self.y[lo:self.m])
+        torch.index_select(seeds_t, 0, idx, out=self.seeds[lo:self.m])
+        self.coef[lo:self.m] = coef_t
+        return slice(lo, None)
+
+
+def fused_terms(engine: FastEngine, xt: torch.Tensor, yt: torch.Tensor, seeds_t: torch.Tensor, idx: torch.Tensor,
+                coef_t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, selected: Sequence[int],
+                state: ChunkState, buffers: dict) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The target batch (rows ``idx`` of xt, loss coefficients ``coef_t``) rides along with
+    the first source chunk: one forward and one backward pass. Returns (target loss,
+    target gradient of every trainable parameter, dot, sq), the terms taken against the
+    selected part of the target gradient. ``buffers`` caches the FusedInput."""
+    n, nt = len(x), len(idx)
     while True:
         first = min(state.size, n)
+        buf = buffers.get("fused")
         try:
-            loss, grads, d, s = engine.fused_step(xt, yt, seeds_t, target_loss, x[:first], y[:first], seeds[:first])
+            if buf is None or buf.first != first or buf.m < nt:
+                buffers["fused"] = buf = None  # free the old one first
+                buffers["fused"] = buf = FusedInput(x, y, seeds, max(nt, buffers.get("max_target", nt)), first)
+            rows = buf.fill(xt, yt, seeds_t, idx, coef_t)
+            loss, grads, d, s = engine.fused_step(buf.x[rows], buf.y[rows], buf.seeds[rows], buf.coef[rows], nt)
             break
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+            buffers["fused"] = buf = None
             _shrink(exc, engine, state, x.device)
     dot = torch.empty(n, dtype=d.dtype, device=d.device)
     sq = torch.empty_like(dot)

@@ -10,13 +10,14 @@ are drawn per sample as described in :mod:`valbench.gradsim.masks`.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from torch import nn
 
 from valbench.errors import ValuationError
+from valbench.gradsim.adam import Adam
 from valbench.gradsim.driver import ChunkState, EngineChoice, activation_bytes, build_engine, choose_engine
 from valbench.gradsim.driver import fused_terms, initial_chunk, source_terms
 from valbench.gradsim.fast import FastEngine
@@ -99,8 +100,8 @@ class _Run:
     yt: torch.Tensor
     seeds: torch.Tensor  # per-sample dropout seeds of the source set
     target_seeds: torch.Tensor
-    target_loss: nn.Module
-    source_loss: nn.Module
+    class_w: torch.Tensor | None  # w_c for the class-balanced target loss, None: plain mean
+    per_sample_loss: nn.Module  # the source loss; the target loss is a weighted mean of it
     values: torch.Tensor  # sum of similarities, float64
     trace: torch.Tensor  # per step: loss + ||g_t||^2 + sum of the snapshot (non-finite iff diverged)
     batches: torch.Generator
@@ -108,6 +109,15 @@ class _Run:
     snapshots: int = 0
     step: int = 0
     chunk: ChunkState | None = None
+    buffers: dict = field(default_factory=dict)  # the fused pass' input buffer
+
+    def target_coef(self, idx: torch.Tensor) -> torch.Tensor:
+        """Per-row weights of the target batch loss: w_(y_i) / sum_j w_(y_j) (torch's
+        weighted-mean cross-entropy), or 1 / batch size."""
+        if self.class_w is None:
+            return torch.full((len(idx),), 1.0 / len(idx), dtype=self.xt.dtype, device=self.xt.device)
+        w = self.class_w[self.yt[idx]]
+        return w / w.sum()
 
 
 def _start(task: ValuationTask, config: DVGSConfig, balance: bool) -> _Run:
@@ -125,7 +135,7 @@ def _start(task: ValuationTask, config: DVGSConfig, balance: bool) -> _Run:
     steps = config.restarts * config.epochs * -(-n_t // config.target_batch)
     return _Run(xs, ys, xt, yt, sample_seeds(torch.arange(n_s, device=device), mask_key),
                 sample_seeds(TARGET_ROWS + torch.arange(n_t, device=device), mask_key),
-                task.learner.loss("mean", class_weights=weights), task.learner.loss("none"),
+                weights, task.learner.loss("none"),
                 torch.zeros(n_s, dtype=torch.float64, device=device),
                 torch.zeros(steps, dtype=torch.float64, device=device),
                 torch_generator(task.seed, "dvgs", "target-batches"), mask_key)
@@ -147,7 +157,9 @@ def dvgs(task: ValuationTask, config: DVGSConfig) -> Valuation:
                 raise ValuationError(f"dvgs: {exc}") from None
             n_selected = _restart(run, prep, config, restart)
     info = {
-        "engine": prep.choice.name, "engine_reason": prep.choice.reason, "snapshots": run.snapshots,
+        "engine": prep.choice.name, "engine_reason": prep.choice.reason,
+        "target_pass": "fused with the source pass" if prep.choice.fusable else "separate",
+        "snapshots": run.snapshots,
         "steps": run.step, "similarity": config.similarity, "class_balance": balance,
         "parameters": n_selected, "dropout": "per-sample hash masks" if prep.dropout_layers else "none",
         "chunk": run.chunk.size, "oom_splits": run.chunk.splits,
@@ -159,16 +171,17 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
     """Train one fresh model on the target set, adding a snapshot every ``period`` steps.
     Returns the number of parameters compared."""
     model, ctx = prep.model, prep.context
-    engine = build_engine(prep.choice.name, model, run.source_loss, prep.names, ctx)
+    engine = build_engine(prep.choice.name, model, run.per_sample_loss, prep.names, ctx, prep.choice.fusable)
     fused = isinstance(engine, FastEngine) and engine.fusable
     if run.chunk is None:
         act = activation_bytes(model, run.xs[:64], ctx)
         run.chunk = ChunkState(initial_chunk(engine, config.source_batch, len(run.xs), act, run.xs.device))
+        run.buffers["max_target"] = min(config.target_batch, len(run.xt))
     params = [p for p in model.parameters() if p.requires_grad]
     position = {id(p): k for k, p in enumerate(params)}
     named = dict(model.named_parameters())
     selected = [position[id(named[n])] for n in prep.names]
-    opt = _adam(params, config.lr)
+    opt = Adam(params, config.lr)
     first_step, n_t = run.step, len(run.xt)
     try:
         for _epoch in range(config.epochs):
@@ -179,14 +192,15 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
                 idx = order[start:start + config.target_batch]
                 ctx.key = mix64(run.mask_key, restart, run.step)
                 snapshot = run.step % config.period == 0
+                coef = run.target_coef(idx)
                 if snapshot and fused:  # target batch and source set in one pass
-                    loss, grads, dot, sq = fused_terms(engine, run.xt[idx], run.yt[idx], run.target_seeds[idx],
-                                                       run.target_loss, run.xs, run.ys, run.seeds, selected, run.chunk)
+                    loss, grads, dot, sq = fused_terms(engine, run.xt, run.yt, run.target_seeds, idx, coef, run.xs,
+                                                       run.ys, run.seeds, selected, run.chunk, run.buffers)
                     target = [grads[k] for k in selected]
                 else:
                     ctx.seeds = run.target_seeds[idx]
-                    loss = run.target_loss(model(run.xt[idx]), run.yt[idx])
-                    grads = list(torch.autograd.grad(loss, params))
+                    loss = (run.per_sample_loss(model(run.xt[idx]), run.yt[idx]) * coef).sum()
+                    grads = list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
                     if snapshot:  # at the same parameters, before the optimiser step
                         target = [grads[k] for k in selected]
                         dot, sq = source_terms(engine, run.xs, run.ys, run.seeds, target, run.chunk)
@@ -198,9 +212,7 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
                     run.snapshots += 1
                     check = check + target_sq + snap.sum()
                 run.trace[run.step] = check
-                for p, g in zip(params, grads):
-                    p.grad = g
-                opt.step()
+                opt.step(grads)
                 run.step += 1
                 if run.step % CHECK_EVERY == 0:
                     _check_finite(run.trace, first_step, run.step, restart, config.lr)
@@ -210,14 +222,6 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
     finally:
         engine.close()
     return sum(params[k].numel() for k in selected)
-
-
-def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam (no weight decay); the fused kernel where this torch has it (same update rule)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
 
 
 def _check_finite(trace: torch.Tensor, lo: int, hi: int, restart: int, lr: float) -> None:

@@ -28,7 +28,7 @@ falls back to the Opacus engine.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,24 @@ def factors(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tenso
     return X.transpose(1, 2), Ub.transpose(1, 2), b.flatten(2).sum(2)
 
 
+def linear_terms(a: torch.Tensor, b: torch.Tensor, gw: torch.Tensor | None,
+                 gb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample <g_i, G> and ||g_i||^2 of a Linear layer on 2-D input (the common case,
+    in as few operations as possible): b_i^T (G_W a_i + G_b) and ||b_i||^2 (||a_i||^2 + 1)."""
+    bn2 = torch.linalg.vector_norm(b, dim=1).square_()
+    if gw is None:
+        return b @ gb, bn2
+    if gw.shape[0] <= gw.shape[1]:  # through the smaller intermediate, (n, out)
+        z = a @ gw.T if gb is None else torch.addmm(gb, a, gw.T)
+        dot = torch.linalg.vecdot(z, b)
+    else:  # (n, in)
+        dot = torch.linalg.vecdot(b @ gw, a)
+        if gb is not None:
+            dot += b @ gb
+    an2 = torch.linalg.vector_norm(a, dim=1).square_()
+    return dot, bn2 * (an2 + 1.0 if gb is not None else an2)
+
+
 def sample_terms(B: torch.Tensor, A: torch.Tensor, s: torch.Tensor, gw: torch.Tensor | None,
                  gb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample <g_i, G> and ||g_i||^2 of one layer (weight and/or bias)."""
@@ -146,13 +164,14 @@ class FastEngine(Engine):
     name = "fast"
     materialises = False
 
-    def __init__(self, model, loss_fn, names, context):
+    def __init__(self, model, loss_fn, names, context, fusable: bool = False):
+        """``fusable``: every trainable parameter is handled (see :func:`unsupported` with
+        a probe), so the target pass may ride along (:meth:`fused_step`)."""
         super().__init__(model, loss_fn, names, context)
         if why := unsupported(model, names):
             raise UnsupportedModel(why)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        # The target pass can ride along only if every trainable parameter is handled.
-        self.fusable = unsupported(model, [n for n, _ in trainable]) is None
+        self.fusable = fusable and unsupported(model, [n for n, _ in trainable]) is None
         hooked = trainable if self.fusable else [(n, dict(trainable)[n]) for n in self.names]
         self.all_params = [p for _, p in trainable]
         self.slots: list[tuple[nn.Module, str]] = [owners(model, [n])[n] for n, _ in hooked]
@@ -170,6 +189,8 @@ class FastEngine(Engine):
 
     def _record(self, module, inputs, output):
         if self._capturing:
+            if module in self._records:  # the probe in choose_engine rules this out
+                raise UnsupportedModel(f"layer {type(module).__name__} is called twice per forward pass")
             self._records[module] = (inputs[0].detach(), output)
 
     def _forward(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -190,47 +211,57 @@ class FastEngine(Engine):
         self._records.clear()
         return dot, sq
 
-    def _accumulate(self, mods, backs, target, lo, hi, cache=None):
-        dot = torch.zeros(hi - lo, dtype=self.params[0].dtype, device=self.params[0].device)
-        sq = torch.zeros_like(dot)
+    def _accumulate(self, mods, backs, target, lo, hi):
+        """Sum of the layers' terms for rows lo:hi of the recorded pass."""
+        dot = sq = None
         for m, b in zip(mods, backs):
-            if b is None or not self.where[m]:
-                continue
-            B, A, s = cache[m] if cache is not None else factors(m, self._records[m][0], b)
             w = self.where[m]
-            d, q = sample_terms(B[lo:hi], A[lo:hi], s[lo:hi], target[w["weight"]] if "weight" in w else None,
-                                target[w["bias"]] if "bias" in w else None)
-            dot += d
-            sq += q
+            if b is None or not w:
+                continue
+            gw = target[w["weight"]] if "weight" in w else None
+            gb = target[w["bias"]] if "bias" in w else None
+            a = self._records[m][0]
+            if isinstance(m, nn.Linear) and a.dim() == 2:
+                d, q = linear_terms(a[lo:hi], b[lo:hi], gw, gb)
+            else:
+                B, A, s = factors(m, a[lo:hi], b[lo:hi])
+                d, q = sample_terms(B, A, s, gw, gb)
+            dot, sq = (d, q) if dot is None else (dot + d, sq + q)
+        if dot is None:
+            dot = torch.zeros(hi - lo, dtype=self.params[0].dtype, device=self.params[0].device)
+            sq = torch.zeros_like(dot)
         return dot, sq
 
-    def fused_step(self, xt: torch.Tensor, yt: torch.Tensor, seeds_t: torch.Tensor,
-                   target_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                   xs: torch.Tensor, ys: torch.Tensor, seeds_s: torch.Tensor,
+    def fused_step(self, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, coef: torch.Tensor, nt: int,
                    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """One pass over target batch + source chunk: (target loss, target gradient of
-        every trainable parameter in model.parameters() order, source dot, source sq),
-        the terms taken against the target gradient of the selected parameters."""
-        nt = len(xt)
-        out = self._forward(torch.cat([xt, xs]), torch.cat([seeds_t, seeds_s]))
-        t_loss = target_loss(out[:nt], yt)
-        total = t_loss + self.loss_fn(out[nt:], ys).sum()
+        """One pass over rows [target batch (nt rows); source chunk].
+
+        The target loss is sum_i coef_i l_i over the target rows (a weighted mean of the
+        per-sample losses l_i; ``coef`` is 1 on source rows, whose losses are summed).
+        Returns (target loss, target gradient of every trainable parameter in
+        model.parameters() order, source dot, source sq), the terms taken against the
+        target gradient of the selected parameters.
+        """
+        out = self._forward(x, seeds)
+        per_sample = self.loss_fn(out, y) * coef  # one weighted sum: no slicing of big outputs
         mods = [m for m in self.layers if m in self._records]
-        backs = torch.autograd.grad(total, [self._records[m][1] for m in mods], allow_unused=True)
-        cache, grads = {}, {}
+        backs = [b if b is not None else torch.zeros_like(self._records[m][1]) for m, b in zip(mods, torch.autograd.grad(
+            per_sample.sum(), [self._records[m][1] for m in mods], allow_unused=True))]
+        grads = {}
         for m, b in zip(mods, backs):
             a = self._records[m][0]
-            if b is None:
-                b = torch.zeros_like(self._records[m][1])
-            B, A, s = cache[m] = factors(m, a, b)
-            gw, gb = batch_grad(B[:nt], A[:nt], s[:nt])
-            grads[m, "weight"], grads[m, "bias"] = gw, gb
+            if isinstance(m, nn.Linear) and a.dim() == 2:  # the target gradient: sum_i b_i a_i^T
+                bt = b[:nt]
+                grads[m, "weight"], grads[m, "bias"] = bt.T @ a[:nt], bt.sum(0)
+            else:
+                B, A, s = factors(m, a[:nt], b[:nt])
+                grads[m, "weight"], grads[m, "bias"] = batch_grad(B, A, s)
         full = [grads[slot].reshape(p.shape) for slot, p in zip(self.slots, self.all_params)]
         by_slot = dict(zip(self.slots, full))
         target = [by_slot[slot] for slot in self.selected_slots]
-        dot, sq = self._accumulate(mods, backs, target, nt, nt + len(xs), cache)
+        dot, sq = self._accumulate(mods, backs, target, nt, len(x))
         self._records.clear()
-        return t_loss, full, dot, sq
+        return per_sample[:nt].detach().sum(), full, dot, sq
 
     def reset(self) -> None:
         self._records.clear()

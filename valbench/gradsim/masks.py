@@ -110,7 +110,7 @@ def keep_mask(key: int, seeds: torch.Tensor, width: int, p: float) -> torch.Tens
     h.mul_(_C1)  # wrapping int32 multiply
     h ^= h >> 16  # (arithmetic shift: top bit cleared, restored by the next multiply)
     h.mul_(_C2)
-    thresh = min(int(round(p * 2**32)), 2**32 - 1) - 2**31
+    thresh = min(max(int(round(p * 2**32)), 1), 2**32 - 1) - 2**31
     # h >= t as 0/1 without a bool tensor (bool -> float is slow on CPU): clamp to
     # [t - 1, t] and shift; p > 0 here, so t - 1 >= -2**31.
     h.clamp_(thresh - 1, thresh).sub_(thresh - 1)
