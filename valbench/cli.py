@@ -135,6 +135,9 @@ COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Idle OpenMP threads sleep instead of spinning (set before torch loads; export
+    # OMP_WAIT_POLICY=ACTIVE to override): spinning made runs 5-25x slower on a shared machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
