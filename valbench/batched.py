@@ -110,9 +110,12 @@ def stacked_forward(spec: Spec, params: list[torch.Tensor], x: torch.Tensor,
         kind = s[0]
         if kind == "linear":
             w, b = params[2 * li], params[2 * li + 1]
-            if a.dim() == 2:  # shared input: a stride-0 batch, never copied
-                a = a.expand(M, *a.shape)
-            a = torch.baddbmm(b[:, None, :], a, w.transpose(1, 2))
+            if a.dim() == 2:  # shared input: one GEMM against all copies' weights side by side
+                out_f = w.shape[1]
+                a = torch.addmm(b.reshape(1, M * out_f), a, w.reshape(M * out_f, -1).t())
+                a = a.view(a.shape[0], M, out_f).transpose(0, 1)
+            else:
+                a = torch.baddbmm(b[:, None, :], a, w.transpose(1, 2))
             li += 1
         elif kind == "dropout":
             if s[1] > 0:

@@ -55,7 +55,7 @@ def source_tensors(task: ValuationTask) -> tuple[torch.Tensor, torch.Tensor]:
 class Utility:
     """v(S) for many subsets S at once, ``models_per_batch`` models per batched fit."""
 
-    def __init__(self, task: ValuationTask, recipe: Recipe, models_per_batch: int = 100):
+    def __init__(self, task: ValuationTask, recipe: Recipe, models_per_batch: int = 32):
         self.task = task
         self.recipe = recipe
         self.models_per_batch = models_per_batch

@@ -52,7 +52,7 @@ class DataOOBValuer:
     def __init__(self, *, learner: Literal["tree", "logistic", "mlp"] = "tree", n_bags: Optional[int] = None,
                  max_depth: Optional[int] = None, max_features: Literal["sqrt", "all"] = "sqrt",
                  c: float = 1.0, lbfgs_iterations: int = 200, steps: int = 200, lr: float = 1e-4,
-                 models_per_batch: int = 100, compile: bool = False, max_fits: Optional[int] = None,
+                 models_per_batch: int = 32, compile: bool = False, max_fits: Optional[int] = None,
                  max_seconds: Optional[float] = None) -> None:
         self.learner = learner
         self.n_bags = n_bags

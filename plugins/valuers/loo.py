@@ -39,7 +39,7 @@ class LOOValuer:
     test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "compile": False}  # cheap settings for valbench.testing.check_valuer
 
     def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
-                 dropout: Literal["shared", "off"] = "shared", models_per_batch: int = 100,
+                 dropout: Literal["shared", "off"] = "shared", models_per_batch: int = 32,
                  compile: bool = True, max_fits: Optional[int] = None,
                  max_seconds: Optional[float] = None) -> None:
         self.steps = steps

@@ -165,7 +165,7 @@ class TMCShapleyValuer:
                  dropout: Literal["shared", "off"] = "shared", tolerance: float = 0.01, patience: int = 5,
                  stopping: Literal["reference", "spearman"] = "reference", threshold: Optional[float] = None,
                  min_permutations: Optional[int] = None, max_permutations: Optional[int] = None,
-                 permutations_per_batch: int = 10, models_per_batch: int = 100, compile: bool = True,
+                 permutations_per_batch: int = 10, models_per_batch: int = 32, compile: bool = True,
                  max_fits: Optional[int] = None, max_seconds: Optional[float] = None) -> None:
         self.steps = steps
         self.lr = lr

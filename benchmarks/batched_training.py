@@ -1,0 +1,123 @@
+"""Speed of batched vs one-at-a-time training for LOO at exp1 size, side by side.
+
+LOO on ADULT exp1: 1000 source samples, 108 features, the paper's MLP, each model 200
+full-batch Adam steps at lr 1e-4, 1000 leave-one-out models + 10 full-data models.
+
+Paths timed in one process, interleaved, ``--repeats`` times (medians reported):
+  one-at-a-time (port)  the DVGS port's loop: nn.Module in train mode, nn.Dropout, Adam
+  one-at-a-time (same)  valbench.batched.train_single: same recipe and masks as batched
+  batched (eager)       valbench.batched.train_stacked, --batch models per computation
+  batched (compiled)    the same with torch.compile (compilation time reported apart)
+Each one-at-a-time path trains ``--single`` models per repeat and each batched path one
+batch of ``--batch`` models; times per model are extrapolated to the whole LOO run
+(1010 models), which the output says plainly. Noisy on a shared machine: read the
+ratios, not the absolute times.
+
+    .venv/bin/python benchmarks/batched_training.py [--repeats 3] [--batch 32] [--single 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from valbench.batched import Recipe, compile_status, train_single, train_stacked
+from valbench_plugins.datasets.adult import Adult
+
+N_FULL = 10
+
+
+def port_fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> None:
+    """The DVGS port's utility fit: train mode (dropout on), full batch, Adam."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32, help="models per batched computation")
+    ap.add_argument("--single", type=int, default=3, help="one-at-a-time models timed per repeat")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    splits = Adult().load(0)
+    x = torch.tensor(np.asarray(splits.source.x), dtype=torch.float32)
+    y = torch.tensor(np.asarray(splits.source.y), dtype=torch.long)
+    n = len(x)
+    learner = splits.learner
+    recipe = Recipe(steps=args.steps, lr=1e-4, dropout="shared")
+    n_models = n + N_FULL
+    print(f"LOO at exp1 size: {n} source x {x.shape[1]} features, {args.steps} full-batch steps, "
+          f"{n_models} models; torch {torch.__version__}, {args.threads} threads, load average "
+          f"{os.getloadavg()[0]:.1f}")
+
+    def loo_rows(i: int) -> torch.Tensor:
+        return torch.cat([torch.arange(i), torch.arange(i + 1, n)])
+
+    def one_port(rep: int) -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        for k in range(args.single):
+            rows = loo_rows(rep * args.single + k)
+            port_fit(learner.build(0), x[rows], y[rows], args.steps, 1e-4)
+        return (time.perf_counter() - t) / args.single, (time.process_time() - c) / args.single
+
+    def one_same(rep: int) -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        for k in range(args.single):
+            train_single(learner.build(0), x, y, loo_rows(rep * args.single + k), supervised=True,
+                         recipe=recipe, seed=0)
+        return (time.perf_counter() - t) / args.single, (time.process_time() - c) / args.single
+
+    def batched(compile: bool):
+        rec = Recipe(steps=args.steps, lr=1e-4, dropout="shared", compile=compile)
+
+        def run(rep: int) -> tuple[float, float]:
+            start = (rep * args.batch) % n
+            m = min(args.batch, n - start)
+            weight = torch.ones(m, n)
+            weight[torch.arange(m), torch.arange(start, start + m)] = 0.0
+            t, c = time.perf_counter(), time.process_time()
+            train_stacked(learner.build(0), x, y, torch.arange(n), weight, supervised=True, recipe=rec, seed=0)
+            return (time.perf_counter() - t) / m, (time.process_time() - c) / m
+        return run
+
+    paths = {"one-at-a-time (port)": one_port, "one-at-a-time (same)": one_same,
+             "batched (eager)": batched(False), "batched (compiled)": batched(True)}
+    # warm-up (and compilation, timed apart)
+    t = time.perf_counter()
+    small = Recipe(steps=2, lr=1e-4, dropout="shared", compile=True)
+    train_stacked(learner.build(0), x, y, torch.arange(n), torch.ones(args.batch, n), supervised=True,
+                  recipe=small, seed=0)
+    print(f"torch.compile warm-up (one-off per process, not in the timings): {time.perf_counter() - t:.1f} s")
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
+    for rep in range(args.repeats):
+        for name, fn in paths.items():
+            times[name].append(fn(rep))
+    print(f"torch.compile gave up: {compile_status()}" if compile_status() else "torch.compile: in use")
+    for col, label in ((0, "wall clock"), (1, "process CPU time (all threads)")):
+        med = {k: statistics.median(t[col] for t in v) for k, v in times.items()}
+        base, same = med["one-at-a-time (port)"], med["one-at-a-time (same)"]
+        print(f"\n[{label}] seconds per model, median of {args.repeats} repeats")
+        print(f"{'path':24s} {'median':>8s} {'repeats':>24s} {'full LOO (extrap.)':>19s} {'vs port':>8s} {'vs same':>8s}")
+        for name, ts in times.items():
+            reps = " ".join(f"{t[col]:.3f}" for t in ts)
+            print(f"{name:24s} {med[name]:8.3f} {reps:>24s} {med[name] * n_models / 60:15.1f} min "
+                  f"{base / med[name]:7.1f}x {same / med[name]:7.1f}x")
+    print(f"\nMeasured {args.single * args.repeats} one-at-a-time models and {args.batch * args.repeats} batched "
+          f"models per path; the full-LOO column is extrapolated from the per-model medians, not measured. "
+          f"'vs same' compares with one-at-a-time training of the same recipe and dropout masks.")
+
+if __name__ == "__main__":
+    main()
