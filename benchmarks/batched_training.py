@@ -141,8 +141,8 @@ def main() -> None:
             print(f"{name:24s} {med[name]:8.3f} {reps:>24s} {med[name] * n_models / 60:15.1f} min "
                   f"{base / med[name]:7.1f}x {same / med[name]:7.1f}x")
     print("\n'matrix products only' runs just the GEMMs of a batched training (same shapes, no "
-          "activations, normalisation, dropout, loss or Adam): its 'vs port' is the most any batched "
-          "fp32 training can gain on this machine.")
+          "activations, normalisation, dropout, loss or Adam): its 'vs port' is about the most "
+          "batched fp32 training with torch's CPU matrix kernels can gain on this machine.")
     print(f"Measured {args.single * args.repeats} one-at-a-time models and {args.batch * args.repeats} batched "
           f"models per path; the full-LOO column is extrapolated from the per-model medians, not measured. "
           f"'vs same' compares with one-at-a-time training of the same recipe and dropout masks.")
