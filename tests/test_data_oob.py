@@ -59,9 +59,11 @@ def test_conformance(params):
     check_valuer(DataOOBValuer, params)
 
 
-def test_fit_budget_gives_fewer_bags():
+@pytest.mark.parametrize("params", [{}, dict(learner="logistic"), dict(learner="mlp", steps=5, compile=False)],
+                         ids=["tree", "logistic", "mlp"])
+def test_fit_budget_gives_fewer_bags(params):
     task, _ = easy_task(n_source=50, n_target=20)
-    got = DataOOBValuer(n_bags=40, max_fits=7).value(task)
+    got = DataOOBValuer(n_bags=40, max_fits=7, **params).value(task)
     assert got.fits == 7 and got.stopped_early and got.info["bags"] == 7
     assert np.isfinite(got.values).all()
 

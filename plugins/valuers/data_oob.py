@@ -30,6 +30,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from valbench_plugins.valuers._progress import progress
 
 from valbench import hookimpl
 from valbench.batched import Recipe, engine_label, train_stacked
@@ -37,7 +38,6 @@ from valbench.budget import Budget, check_budget_params
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
 from valbench.utility import check_recipe_params, check_task, source_tensors
-from valbench_plugins.valuers._progress import progress
 
 DEFAULT_BAGS = {"tree": 800, "logistic": 800, "mlp": 100}
 
@@ -141,12 +141,12 @@ class DataOOBValuer:
         """Consecutive (start, stop) bag ranges of at most ``size`` within the budget."""
         start = 0
         while start < self.bags:
+            if budget.exhausted():  # records that the budget stopped the bags
+                return
             stop = min(start + size, self.bags)
             remaining = budget.remaining_fits()
             if remaining is not None:
                 stop = min(stop, start + remaining)
-            if stop <= start or budget.exhausted(next_cost=stop - start):
-                return
             yield start, stop
             start = stop
 
