@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from valbench.fastfit import single_thread
@@ -24,9 +23,5 @@ def fit_learner(learner: Learner, x: np.ndarray, y: np.ndarray, n_classes: int |
     weight = None
     if learner.class_balance and n_classes is not None:
         weight = class_weights(y, n_classes)[np.asarray(y, dtype=np.int64)]
-    # Learner.fit draws dropout masks from torch's global generator: seed it here, so the
-    # valuer is reproducible on its own (not only inside the harness, which seeds it too)
-    devices = [] if str(device).startswith("cpu") else [device]
-    with single_thread(device), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(derive_seed(seed, label, "dropout"))
+    with single_thread(device):  # Learner.fit seeds its own dropout masks from ``seed``
         return learner.fit(model, x, y, seed=derive_seed(seed, label), device=device, sample_weight=weight)

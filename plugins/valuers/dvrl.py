@@ -30,7 +30,6 @@ backward pass on one flat buffer), which is what makes 2000 x 100 epochs afforda
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable, Literal, Optional
 
 import numpy as np
@@ -40,9 +39,10 @@ from torch import nn
 from valbench import hookimpl
 from valbench.budget import Budget, check_budget_params
 from valbench.fastfit import Recipe, make_trainer, single_thread
-from valbench.models import performance
+from valbench.models import performance, tensor
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
+from valbench_plugins.valuers._progress import progress
 
 SETUP_FITS = 2  # p_val on the target set, the baseline on the whole source set
 
@@ -126,13 +126,10 @@ class DVRLValuer:
         dev, k = task.device, int(task.n_classes)
         n, n_target = len(task.source), len(task.target)
 
-        def tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(np.asarray(a), dtype=dtype, device=dev)  # a copy: task arrays are read-only
-
-        xs = tensor(np.asarray(task.source.x).reshape(n, -1), torch.float32)
-        ys = tensor(task.source.y, torch.long)
-        xt = tensor(np.asarray(task.target.x).reshape(n_target, -1), torch.float32)
-        yt = tensor(task.target.y, torch.long)
+        xs = tensor(np.asarray(task.source.x).reshape(n, -1), torch.float32, dev)
+        ys = tensor(task.source.y, torch.long, dev)
+        xt = tensor(np.asarray(task.target.x).reshape(n_target, -1), torch.float32, dev)
+        yt = tensor(task.target.y, torch.long, dev)
         y_target = np.asarray(task.target.y)
 
         recipe = Recipe(lr=self.predictor_lr, epochs=self.inner_epochs,
@@ -158,7 +155,7 @@ class DVRLValuer:
         outer = rng(task.seed, "dvrl", "outer")
         batch = min(self.batch_size, n)
         done, rewards = 0, []
-        progress = _progress(self.iterations)
+        bar = progress(self.iterations, "dvrl outer iterations")
         for i in range(self.iterations):
             if budget.exhausted():
                 break
@@ -185,10 +182,10 @@ class DVRLValuer:
                 base = (w - 1) / w * base + score / w
             rewards.append(reward)
             done = i + 1
-            progress.update(1)
+            bar.update(1)
             if on_iteration is not None:
                 on_iteration(done, lambda: self.values(estimator, xs, onehot, diff))
-        progress.close()
+        bar.close()
         values = self.values(estimator, xs, onehot, diff)
         return budget.valuation(values, iterations=done, baseline=round(first_base, 6),
                                 mean_reward_last_100=round(float(np.mean(rewards[-100:])), 6) if rewards else None,
@@ -201,12 +198,6 @@ class DVRLValuer:
         out = estimator(xs, onehot, diff).double().cpu().numpy()
         estimator.train()
         return out
-
-
-def _progress(total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="dvrl outer iterations", leave=False, disable=not sys.stderr.isatty())
 
 
 @hookimpl
