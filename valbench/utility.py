@@ -52,6 +52,12 @@ def source_tensors(task: ValuationTask) -> tuple[torch.Tensor, torch.Tensor]:
     return x, yt
 
 
+def full_fits(replicates: int, dropout: str) -> int:
+    """Full-data models trained for ``replicates`` replicates of v(D): with dropout off they
+    would be identical, so one is trained."""
+    return replicates if dropout == "shared" else 1
+
+
 class Utility:
     """v(S) for many subsets S at once, ``models_per_batch`` models per batched fit."""
 
@@ -100,7 +106,7 @@ class Utility:
     def full(self, replicates: int) -> np.ndarray:
         """v(D) of ``replicates`` full-data models, replicate r on mask stream r (with
         dropout off they would be identical, so one model is trained and repeated)."""
-        reps = replicates if self.recipe.dropout == "shared" else 1
+        reps = full_fits(replicates, self.recipe.dropout)
         index = torch.arange(self.n, device=self.task.device)
         weight = torch.ones(1, self.n, device=self.task.device)
         vals = np.array([self.scores(index, weight, stream=r)[0] for r in range(reps)])

@@ -27,7 +27,7 @@ from valbench import hookimpl
 from valbench.batched import Recipe, engine_label
 from valbench.budget import Budget, check_budget_params
 from valbench.types import Valuation, ValuationTask
-from valbench.utility import Utility, check_recipe_params, check_task
+from valbench.utility import Utility, check_recipe_params, check_task, full_fits
 from valbench_plugins.valuers._progress import progress
 
 
@@ -58,7 +58,7 @@ class LOOValuer:
         check_budget_params(self.max_fits, self.max_seconds)
 
     def fits_needed(self, n_source: int) -> int:
-        return n_source + (self.full_models if self.dropout == "shared" else 1)
+        return n_source + full_fits(self.full_models, self.dropout)
 
     def check(self, task: ValuationTask) -> None:
         check_task(task)

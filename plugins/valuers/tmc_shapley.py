@@ -34,7 +34,7 @@ from valbench.batched import Recipe, engine_label
 from valbench.budget import Budget, check_budget_params
 from valbench.seeding import rng
 from valbench.types import Valuation, ValuationTask
-from valbench.utility import Utility, check_recipe_params, check_task
+from valbench.utility import Utility, check_recipe_params, check_task, full_fits
 from valbench_plugins.valuers._progress import progress
 from valbench_plugins.valuers._tmc_stopping import DEFAULTS, Stopping
 
@@ -199,12 +199,9 @@ class TMCShapleyValuer:
         if self.permutations_per_batch < 1:
             raise ValueError(f"permutations_per_batch must be >= 1, got {self.permutations_per_batch}")
 
-    def _full_fits(self) -> int:
-        return self.full_models if self.dropout == "shared" else 1
-
     def check(self, task: ValuationTask) -> None:
         check_task(task)
-        need = self._full_fits() + 1
+        need = full_fits(self.full_models, self.dropout) + 1
         if self.max_fits is not None and self.max_fits < need:
             raise ValueError(f"tmc-shapley needs at least {need} fits ({need - 1} full-data models and one "
                              f"prefix model), max_fits={self.max_fits} is too small")
