@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from valbench.gradsim.layers import mish_derivative, mish_parts
 from valbench.models import MLP
 
 
@@ -195,14 +196,9 @@ class FlatMLPTrainer:
                 else:
                     cache.append(None)
             elif kind == "mish":
-                # mish(x) = x tanh(softplus(x)); with e = exp(x), tanh(softplus(x)) = n / (n + 2),
-                # n = e (e + 2). Clamping at 20 is exact in float32 (tanh(softplus(20)) == 1).
-                e = torch.exp(h.clamp(max=20.0))
-                n = e * (e + 2.0)
-                t = n / (n + 2.0)
+                t, e = mish_parts(h)  # mish(x) = x tanh(softplus(x)), one exp
                 if masks is not None:
-                    sig = e / (e + 1.0)
-                    cache.append(torch.addcmul(t, h * sig, 1.0 - t * t))  # d mish / dx
+                    cache.append(mish_derivative(h, t, e))
                 h = h * t
             elif kind == "relu":
                 if masks is not None:

@@ -14,21 +14,29 @@ from torch import nn
 _CLAMP = 20.0  # beyond this, tanh(softplus(x)) == 1 in float32 and e^x would overflow later
 
 
+def mish_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tanh(softplus(x)), e^x) with e^x clamped: Mish(x) = x * the first. Out of place, so
+    autograd and torch.compile can differentiate through it (valbench.batched does)."""
+    w = torch.exp(x.clamp(max=_CLAMP))
+    n = w * (w + 2.0)
+    return n / (n + 2.0), w
+
+
+def mish_derivative(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """d Mish / dx = tanh(sp) + x sech^2(sp) sigmoid(x) from :func:`mish_parts`' (t, w)."""
+    return (1.0 - t * t).mul_(w / (w + 1.0)).mul_(x).add_(t)
+
+
 class _MishFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        w = torch.exp(x.clamp(max=_CLAMP))
-        n = w * (w + 2.0)
-        t = n.div_(n + 2.0)  # tanh(softplus(x))
+        t, w = mish_parts(x)
         ctx.save_for_backward(x, t, w)
         return x * t
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, t, w = ctx.saved_tensors
-        sig = w / (w + 1.0)  # sigmoid(x)
-        d = (1.0 - t * t).mul_(sig).mul_(x).add_(t)
-        return grad * d
+        return grad * mish_derivative(*ctx.saved_tensors)
 
 
 class FastMish(nn.Module):
