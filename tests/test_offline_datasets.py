@@ -42,7 +42,7 @@ def test_fashion_pixels_from_idx(fashion_dir):
     assert np.array_equal(padded.source.x[:, :, 2:30, 2:30], s.source.x) and padded.source.x[:, :, :2].max() == 0
 
 
-def test_fashion_cnn_pretrained_on_held_out_images_and_cached(fashion_dir):
+def test_fashion_cnn_pretrained_on_held_out_images_and_cached(fashion_dir, monkeypatch):
     ds = FashionMNIST(path=str(fashion_dir), n_source=30, n_target=20, n_test=20, n_pretrain=40, pretrain_epochs=1)
     held, pool = ds.pools()
     assert len(held) == 40 and len(pool) == 40 and not set(held) & set(pool)
@@ -50,7 +50,13 @@ def test_fashion_cnn_pretrained_on_held_out_images_and_cached(fashion_dir):
     assert s.encoder is not None and s.learner.in_features == 128
     feats = s.encoder.encode(s.source.x)
     assert feats.shape == (30, 128) and np.isfinite(feats).all()
-    again = ds.encoder()  # the second time from the cache: the same weights
+    import valbench_plugins.datasets.fashion_mnist as fm
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached CNN was trained again")
+
+    monkeypatch.setattr(fm, "pretrain", no_training)
+    again = ds.encoder()  # the second time from the cache: the same weights, no training
     assert again.key == s.encoder.key and np.allclose(again.encode(s.source.x), feats)
 
 
@@ -154,7 +160,7 @@ def test_cli_unsupervised_pbmc_end_to_end(tmp_path, capsys):
     assert rc == 0 and "pbmc" in out and "unsupervised" in out
 
 
-def test_every_dataset_runs_unsupervised(fashion_dir, tmp_path, registry):
+def test_every_new_dataset_builds_unsupervised_cells(fashion_dir, tmp_path, registry):
     """y = x and the autoencoder learner for every dataset of this branch (tiny files)."""
     from valbench.api import plan
     from valbench.grid import build_experiment

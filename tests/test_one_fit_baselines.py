@@ -56,13 +56,26 @@ def test_self_confidence_is_the_out_of_sample_probability_of_the_given_label():
     assert out.fits == 1 and out.info == {"probabilities": "target", "model": "logistic"}
 
 
-def test_cross_validated_self_confidence_never_sees_the_sample():
+def test_cross_validated_self_confidence_is_the_out_of_fold_probability():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from valbench.seeding import derive_seed
+
     task, _ = easy_task(n_source=100)
     out = ConfidentLearningValuer(probabilities="cv", folds=4).value(task)
     assert out.fits == 4
-    # every sample is predicted by a model fitted without it: duplicating a sample with a
-    # flipped label must not let the model memorise it (values stay probabilities of a 4-fold fit)
-    assert ((out.values > 0) & (out.values < 1)).all()
+    # each sample's value comes from the fold model fitted without it
+    x, y = np.asarray(task.source.x), np.asarray(task.source.y)
+    cv = StratifiedKFold(4, shuffle=True, random_state=derive_seed(task.seed, "confident-learning", "folds") % 2**32)
+    expected = np.empty(len(y))
+    for fit_idx, out_idx in cv.split(x, y):
+        assert not set(fit_idx) & set(out_idx)
+        clf = LogisticRegression(max_iter=1000).fit(x[fit_idx], y[fit_idx])
+        expected[out_idx] = clf.predict_proba(x[out_idx])[np.arange(len(out_idx)), y[out_idx]]
+    np.testing.assert_allclose(out.values, expected, atol=1e-6)
+    in_sample = LogisticRegression(max_iter=1000).fit(x, y).predict_proba(x)[np.arange(len(y)), y]
+    assert not np.allclose(out.values, in_sample, atol=1e-3)
     with pytest.raises(ValueError, match="folds must be >= 2"):
         ConfidentLearningValuer(folds=1).validate()
 

@@ -80,15 +80,21 @@ def test_tmc_valuer_approaches_exact_shapley_of_the_trained_utility():
 def test_truncation_zeroes_the_tail_and_saves_fits():
     labels = np.arange(40) % 2
 
+    fits = []
+
     def score(index, weight):  # v reaches v(D) = 1 after 3 samples
+        fits.append(len(weight))
         return np.array([min(1.0, 0.5 + 0.25 * (len(s) - 1)) for s in subsets_of(index, weight)])
 
     res = run_tmc(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.01, patience=5, max_permutations=10,
                   permutations_per_batch=1, models_per_batch=4)
+    truncated_fits = sum(fits)
     assert all(t is not None and t < 20 for t in res.truncated_at)
+    fits.clear()
     none = run_tmc(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.0, max_permutations=10,
                    permutations_per_batch=1, models_per_batch=4)
     assert np.allclose(res.values, none.values)  # here the truncated tail really is zero
+    assert truncated_fits < sum(fits) / 2, (truncated_fits, sum(fits))
 
 
 def test_fit_budget_is_respected_and_recorded():
