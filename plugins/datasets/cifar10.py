@@ -74,19 +74,22 @@ def _read_members(files: tuple[Path, ...]) -> dict[str, bytes]:
         return {f.name: f.read_bytes() for f in files}
     archive = files[0]
     out = {}
+    wanted = {f"{FOLDER}/{m}": m for m in MEMBERS}
     try:
-        with tarfile.open(archive, "r:gz") as t:
-            for m in MEMBERS:
-                try:
-                    member = t.getmember(f"{FOLDER}/{m}")
-                except KeyError:
-                    raise DataError(f"cifar10: {archive} has no {FOLDER}/{m}; it is not the CIFAR-10 binary archive") from None
+        with tarfile.open(archive, "r|gz") as t:  # one streaming pass, whatever the member order
+            for member in t:
+                m = wanted.get(member.name)
+                if m is None:
+                    continue
                 fh = t.extractfile(member)
                 if fh is None:
                     raise DataError(f"cifar10: {FOLDER}/{m} in {archive} is not a regular file")
                 out[m] = fh.read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise DataError(f"cifar10: {archive} is truncated or corrupt ({exc}); delete it and download it again") from None
+    for m in MEMBERS:
+        if m not in out:
+            raise DataError(f"cifar10: {archive} has no {FOLDER}/{m}; it is not the CIFAR-10 binary archive")
     return out
 
 
@@ -196,7 +199,7 @@ class Cifar10:
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Training images and labels, test images and labels (uint8 CHW, int64)."""
         files = tuple(locate(self.path))
-        return _load(files, "".join(file_sha256(f) for f in files))
+        return _load(files, files_fingerprint(*files))
 
     def load(self, seed: int) -> Splits:
         xd, yd, xt, yt = self.arrays()

@@ -170,7 +170,7 @@ class FashionMNIST:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         files = tuple(locate(self.path))
-        return _load(files, "".join(file_sha256(f) for f in files))
+        return _load(files, files_fingerprint(*files))
 
     def pools(self) -> tuple[np.ndarray, np.ndarray]:
         """Training-image indices: (held out for CNN pretraining, source pool); disjoint."""

@@ -8,6 +8,7 @@ Nothing here loads the whole matrix: callers name the samples and genes they nee
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterator
 
@@ -39,15 +40,26 @@ class GCTX:
                 self.file.close()
                 raise DataError(f"{dataset}: {self.path} is not a GCTX file: it has no /{node}")
         self.matrix = self.file[MATRIX]
-        try:
-            self.row_ids = decode_ids(self.file[ROW_IDS][()])
-            self.col_ids = decode_ids(self.file[COL_IDS][()])
-        except OSError as exc:
-            raise DataError(f"{dataset}: cannot read the ids of {self.path}; it is corrupt ({exc})") from None
-        expected = (len(self.col_ids), len(self.row_ids))
+        expected = (self.file[COL_IDS].shape[0], self.file[ROW_IDS].shape[0])
         if self.matrix.ndim != 2 or tuple(self.matrix.shape) != expected:
             raise DataError(f"{dataset}: {self.path}: /{MATRIX} has shape {tuple(self.matrix.shape)}, expected "
                             f"(n_columns, n_rows) = {expected} (GCTX stores the matrix transposed)")
+
+    @functools.cached_property
+    def row_ids(self) -> np.ndarray:
+        """Gene ids, decoded on first use."""
+        return self._ids(ROW_IDS)
+
+    @functools.cached_property
+    def col_ids(self) -> np.ndarray:
+        """Sample ids, decoded on first use (720k of them in the level-5 file)."""
+        return self._ids(COL_IDS)
+
+    def _ids(self, node: str) -> np.ndarray:
+        try:
+            return decode_ids(self.file[node][()])
+        except OSError as exc:
+            raise DataError(f"{self.dataset}: cannot read the ids of {self.path}; it is corrupt ({exc})") from None
 
     def close(self) -> None:
         self.file.close()

@@ -150,9 +150,10 @@ def prepare(files: tuple[Path, Path, Path, Path], fingerprint: str, max_replicat
         for ids in sigs["distil_ids"]:
             found = [col4[d] for d in ids.split("|") if d in col4]
             replicates.append(np.array(found[:max_replicates], dtype=np.int64))
-        key = sha256_bytes(fingerprint.encode(), str(max_replicates).encode())[:32]
+        key = sha256_bytes(fingerprint.encode(), str(max_replicates).encode())[:32]  # APC depends on it
         apc = cached_array(f"apc-{key}", lambda: replicate_apc(level4, genes4, replicates), "lincs")
-        stats = cached_array(f"zstats-{key}", lambda: gene_stats(level5, np.sort(rows5), genes5), "lincs")
+        stats = cached_array(f"zstats-{fingerprint[:32]}", lambda: gene_stats(level5, np.sort(rows5), genes5),
+                             "lincs")  # not keyed by max_replicates: the gene statistics do not depend on it
     ok = np.isfinite(apc)
     if not ok.any():
         raise DataError(f"lincs: no compound signature has two or more level-4 replicates in {level4_path.name}")
