@@ -261,9 +261,9 @@ class StackedNet:
         was = model.training
         model.eval()
         with torch.no_grad():
-            probe = torch.randn(3, self.params[0].shape[2], generator=torch.Generator().manual_seed(0)).to(device)
-            ref = model.to(device)(probe).reshape(3, -1)
-            got = stacked_forward(self.spec, [p[:1] for p in self.params], probe, None)[0]
+            probe = torch.randn(3, self.params[0].shape[2], generator=torch.Generator().manual_seed(0))
+            ref = model(probe.to(next(model.parameters()).device)).reshape(3, -1).to(device)
+            got = stacked_forward(self.spec, [p[:1] for p in self.params], probe.to(device), None)[0]
         model.train(was)
         if got.shape != ref.shape or not torch.allclose(got, ref, rtol=1e-4, atol=1e-5):
             raise UnsupportedNetwork("the network's forward is not the plain sequence of its layers")

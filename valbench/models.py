@@ -152,7 +152,7 @@ class Learner:
     def _fit(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int, device: str,
              sample_weight: np.ndarray | None) -> nn.Module:
         xt = tensor(x, torch.float32, device)
-        yt = _targets(y, self.supervised, device)
+        yt = targets(y, self.supervised, device)
         wt = None if sample_weight is None else tensor(sample_weight, torch.float32, device)
         loss_fn = self.loss(reduction="none")
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
@@ -197,7 +197,8 @@ def tensor(a: np.ndarray, dtype: torch.dtype, device: str | torch.device = "cpu"
     return torch.tensor(np.asarray(a), dtype=dtype, device=device)
 
 
-def _targets(y: np.ndarray, supervised: bool, device: str) -> torch.Tensor:
+def targets(y: np.ndarray, supervised: bool, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Labels as int64 (supervised) or reconstruction targets as float32, a torch copy."""
     return tensor(y, torch.long if supervised else torch.float32, device)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from valbench.batched import Recipe, StackedNet, UnsupportedNetwork, layer_spec, train_stacked
 from valbench.batched_scoring import batched_performance, empty_set_score
+from valbench.models import targets, tensor
 from valbench.types import ValuationTask
 
 
@@ -46,10 +47,8 @@ def check_task(task: ValuationTask) -> None:
 
 def source_tensors(task: ValuationTask) -> tuple[torch.Tensor, torch.Tensor]:
     """The source set as tensors on the task's device (labels int64 or targets float32)."""
-    x = torch.tensor(np.asarray(task.source.x), dtype=torch.float32, device=task.device)
-    y = np.ascontiguousarray(task.source.y)
-    yt = torch.tensor(y, dtype=torch.long if task.supervised else torch.float32, device=task.device)
-    return x, yt
+    return (tensor(task.source.x, torch.float32, task.device),
+            targets(task.source.y, task.supervised, task.device))
 
 
 def full_fits(replicates: int, dropout: str) -> int:
@@ -68,11 +67,8 @@ class Utility:
         self.supervised = task.learner.supervised
         self.model = task.learner.build(task.seed, task.device)  # the one fixed initialisation
         self.x, self.y = source_tensors(task)
-        self.x_target = torch.tensor(np.asarray(task.target.x), dtype=torch.float32,
-                                        device=task.device).flatten(1)
-        yt = np.ascontiguousarray(task.target.y)
-        self.y_target = torch.tensor(yt, dtype=torch.long if self.supervised else torch.float32,
-                                        device=task.device)
+        self.x_target = tensor(task.target.x, torch.float32, task.device).flatten(1)
+        self.y_target = targets(task.target.y, self.supervised, task.device)
         self.empty = empty_set_score(task.metric, self.y_target)
         self.fits = 0  # models trained so far
 

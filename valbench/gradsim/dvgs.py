@@ -25,7 +25,7 @@ from valbench.gradsim.engines import select_parameters
 from valbench.gradsim.layers import prepare_model
 from valbench.gradsim.masks import TARGET_ROWS, MaskContext, mix64, sample_seeds
 from valbench.gradsim.similarity import SIMILARITIES, similarity
-from valbench.models import class_weights
+from valbench.models import class_weights, tensor
 from valbench.seeding import derive_seed, torch_generator
 from valbench.types import Valuation, ValuationTask
 
@@ -81,13 +81,9 @@ def prepare(task: ValuationTask, config: DVGSConfig, restart: int, device: str) 
     model = task.learner.build(seed, device)
     context, dropout_layers = prepare_model(model, config.dropout)
     names = select_parameters(model, config.parameters)
-    probe = _tensor(task.source.x[:2], device)
+    probe = tensor(task.source.x[:2], torch.float32, device)
     choice = choose_engine(config.engine, model, names, probe)
     return Prepared(model, context, names, choice, dropout_layers)
-
-
-def _tensor(a: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
-    return torch.tensor(np.asarray(a), dtype=dtype, device=device)
 
 
 @dataclass
@@ -122,9 +118,9 @@ class _Run:
 
 def _start(task: ValuationTask, config: DVGSConfig, balance: bool) -> _Run:
     device = torch.device(task.device)
-    xs, xt = _tensor(task.source.x, device), _tensor(task.target.x, device)
+    xs, xt = tensor(task.source.x, torch.float32, device), tensor(task.target.x, torch.float32, device)
     if task.supervised:
-        ys, yt = _tensor(task.source.y, device, torch.long), _tensor(task.target.y, device, torch.long)
+        ys, yt = tensor(task.source.y, torch.long, device), tensor(task.target.y, torch.long, device)
     else:  # y = x: the reconstruction target of a noisy sample is the noisy sample itself
         ys, yt = xs, xt
     weights = None
