@@ -71,6 +71,19 @@ def minmax_together(*arrays: np.ndarray) -> list[np.ndarray]:
     return [((a - lo) / span).astype(np.float32) for a in arrays]
 
 
+def binary_tabular_splits(seed: int, dataset: str, xd: np.ndarray, yd: np.ndarray, xt: np.ndarray,
+                          yt: np.ndarray, n_source: int | None, n_target: int | None, n_test: int | None):
+    """The paper's ADULT / BLOG protocol: source from the first pool, target and test from
+    the second, one min-max scaler over the three, the class-balanced binary MLP learner."""
+    from valbench.models import Learner
+    from valbench.types import Split, Splits
+
+    src, tgt, tst = split_pools(seed, dataset, len(xd), len(xt), n_source, n_target, n_test)
+    xs, xg, xe = minmax_together(xd[src], xt[tgt], xt[tst])
+    return Splits(Split(xs, yd[src]), Split(xg, yt[tgt]), Split(xe, yt[tst]), n_classes=2,
+                  learner=Learner("mlp", xd.shape[1], 2, class_balance=True))
+
+
 # --- Files: where a dataset's files are looked for, their checksums, downloads ---------------
 
 OFFLINE_ENV = "VALBENCH_OFFLINE"

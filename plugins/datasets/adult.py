@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import minmax_together, sha256_bytes, split_pools
+from valbench.datautil import binary_tabular_splits, sha256_bytes
 from valbench.errors import DataError
-from valbench.models import Learner
-from valbench.types import Split, Splits
+from valbench.types import Splits
 
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
            "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
@@ -109,11 +108,7 @@ class Adult:
         return load_frames(self.path)[2]
 
     def load(self, seed: int) -> Splits:
-        xd, yd, xt, yt = encoded(self.path)
-        src, tgt, tst = split_pools(seed, self.name, len(xd), len(xt), self.n_source, self.n_target, self.n_test)
-        xs, xg, xe = minmax_together(xd[src], xt[tgt], xt[tst])
-        return Splits(Split(xs, yd[src]), Split(xg, yt[tgt]), Split(xe, yt[tst]), n_classes=2,
-                      learner=Learner("mlp", N_FEATURES, 2, class_balance=True))
+        return binary_tabular_splits(seed, self.name, *encoded(self.path), self.n_source, self.n_target, self.n_test)
 
 
 @hookimpl

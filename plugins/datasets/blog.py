@@ -20,11 +20,9 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import (check_sizes, dataset_dir, download, files_fingerprint, minmax_together, missing,
-                               split_pools)
+from valbench.datautil import binary_tabular_splits, check_sizes, dataset_dir, download, files_fingerprint, missing
 from valbench.errors import DataError
-from valbench.models import Learner
-from valbench.types import Split, Splits
+from valbench.types import Splits
 
 ARCHIVES = ("BlogFeedback.zip", "blogfeedback.zip")
 TRAIN = "blogData_train.csv"
@@ -126,11 +124,7 @@ class Blog:
         return _load(files, files_fingerprint(*files))
 
     def load(self, seed: int) -> Splits:
-        xd, yd, xt, yt = self.arrays()
-        src, tgt, tst = split_pools(seed, self.name, len(xd), len(xt), self.n_source, self.n_target, self.n_test)
-        xs, xg, xe = minmax_together(xd[src], xt[tgt], xt[tst])
-        return Splits(Split(xs, yd[src]), Split(xg, yt[tgt]), Split(xe, yt[tst]), n_classes=2,
-                      learner=Learner("mlp", N_FEATURES, 2, class_balance=True))
+        return binary_tabular_splits(seed, self.name, *self.arrays(), self.n_source, self.n_target, self.n_test)
 
 
 @hookimpl
