@@ -59,3 +59,11 @@ def test_time_budget_stops_cleanly():
     got = LOOValuer(steps=20, full_models=1, models_per_batch=10, max_seconds=1e-3, compile=False).value(task)
     assert got.stopped_early and got.info["valued"] < 60 and np.all(got.values[got.info["valued"]:] == 0)
     assert got.fits == 1 + got.info["valued"]
+
+
+def test_full_models_below_one_is_refused():
+    from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer
+
+    for cls in (LOOValuer, TMCShapleyValuer):
+        with pytest.raises(ValueError, match="full_models must be >= 1, got 0"):
+            cls(full_models=0).validate()

@@ -19,8 +19,10 @@ from valbench.models import targets, tensor
 from valbench.types import ValuationTask
 
 
-def check_recipe_params(steps: int, lr: float, models_per_batch: int) -> None:
+def check_recipe_params(steps: int, lr: float, models_per_batch: int, full_models: int | None = None) -> None:
     """Range checks shared by the retraining valuers' validate()."""
+    if full_models is not None and full_models < 1:
+        raise ValueError(f"full_models must be >= 1, got {full_models}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not lr > 0:

@@ -52,9 +52,7 @@ class LOOValuer:
         self.max_seconds = max_seconds
 
     def validate(self) -> None:
-        check_recipe_params(self.steps, self.lr, self.models_per_batch)
-        if self.full_models < 1:
-            raise ValueError(f"full_models must be >= 1, got {self.full_models}")
+        check_recipe_params(self.steps, self.lr, self.models_per_batch, self.full_models)
         check_budget_params(self.max_fits, self.max_seconds)
 
     def fits_needed(self, n_source: int) -> int:

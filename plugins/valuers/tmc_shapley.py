@@ -184,10 +184,8 @@ class TMCShapleyValuer:
         self.max_seconds = max_seconds
 
     def validate(self) -> None:
-        check_recipe_params(self.steps, self.lr, self.models_per_batch)
+        check_recipe_params(self.steps, self.lr, self.models_per_batch, self.full_models)
         check_budget_params(self.max_fits, self.max_seconds)
-        if self.full_models < 1:
-            raise ValueError(f"full_models must be >= 1, got {self.full_models}")
         if not 0 <= self.tolerance < 1:
             raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
         if self.patience < 0:
