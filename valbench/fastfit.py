@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from valbench.gradsim.adam import Adam
 from valbench.gradsim.layers import mish_derivative, mish_parts
 from valbench.models import MLP
 
@@ -97,20 +97,6 @@ def _minibatches(n: int, recipe: Recipe, rng: np.random.Generator,
     return perm[keep], np.concatenate([[0], np.cumsum(counts)])
 
 
-def _has_fused_adam(device: str) -> bool:
-    """Whether torch's fused Adam kernel runs on ``device`` (a private API, so probe it)."""
-    if not hasattr(torch, "_fused_adam_"):
-        return False
-    try:
-        t = torch.zeros(2, device=device)
-        torch._fused_adam_([t.clone()], [t.clone()], [t.clone()], [t.clone()], [], [torch.ones((), device=device)],
-                           lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False,
-                           maximize=False)
-        return True
-    except (RuntimeError, NotImplementedError, TypeError):
-        return False
-
-
 class FlatMLPTrainer:
     """Trains a ``valbench.models.MLP`` (Linear / Dropout / Mish / ReLU / affine-free
     LayerNorm layers) with hand-written gradients on one flat parameter buffer."""
@@ -158,10 +144,7 @@ class FlatMLPTrainer:
         self.init = torch.cat(pieces).to(device=device, dtype=torch.float32).contiguous()
         self.flat = self.init.clone()
         self.grad = torch.zeros_like(self.flat)
-        self.m = torch.zeros_like(self.flat)
-        self.v = torch.zeros_like(self.flat)
-        self._step = torch.zeros((), dtype=torch.float32, device=device)
-        self._fused = _has_fused_adam(device)
+        self.opt = Adam([self.flat], recipe.lr, recipe.betas, recipe.eps)
         self.params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for layer in self.layers:
             if layer[0] == "linear":
@@ -233,21 +216,6 @@ class FlatMLPTrainer:
                 dh = torch.ops.aten.native_layer_norm_backward(dh, inp, [layer[2]], mean, rstd, None, None,
                                                                [True, False, False])[0]
 
-    def _adam_step(self, step: int) -> None:
-        """torch.optim.Adam's update (no weight decay, no amsgrad) on the flat buffer:
-        one fused kernel where torch has it (bit-identical), else the single-tensor ops."""
-        b1, b2 = self.recipe.betas
-        if self._fused:
-            self._step.fill_(step)
-            torch._fused_adam_([self.flat], [self.grad], [self.m], [self.v], [], [self._step], lr=self.recipe.lr,
-                               beta1=b1, beta2=b2, weight_decay=0.0, eps=self.recipe.eps, amsgrad=False,
-                               maximize=False)
-            return
-        self.m.lerp_(self.grad, 1 - b1)
-        self.v.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
-        denom = (self.v.sqrt() / math.sqrt(1 - b2 ** step)).add_(self.recipe.eps)
-        self.flat.addcdiv_(self.m, denom, value=-self.recipe.lr / (1 - b1 ** step))
-
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor],
                   weight: torch.Tensor | None = None, *, with_loss: bool = True) -> torch.Tensor | None:
         """Fill ``self.grad`` for one minibatch; returns the (weighted mean) CE loss if ``with_loss``."""
@@ -283,8 +251,7 @@ class FlatMLPTrainer:
     # ---- the public interface ----------------------------------------------------
     def reset(self) -> None:
         self.flat.copy_(self.init)
-        self.m.zero_()
-        self.v.zero_()
+        self.opt.reset()
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *,
             select: np.ndarray | None = None, weight: torch.Tensor | None = None) -> None:
@@ -293,7 +260,6 @@ class FlatMLPTrainer:
         if not str(self.device).startswith("cpu"):
             gen = torch.Generator(device=self.device)
             gen.manual_seed(int(rng.integers(2**62)))
-        step = 0
         for _ in range(self.recipe.epochs):
             order, bounds = _minibatches(len(x), self.recipe, rng, select)
             if len(order) == 0:
@@ -307,8 +273,7 @@ class FlatMLPTrainer:
                     continue
                 self.loss_grad(xe[a:b], ye[a:b], [m[a:b] for m in masks], None if we is None else we[a:b],
                                with_loss=False)
-                step += 1
-                self._adam_step(step)
+                self.opt.step([self.grad])
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
