@@ -9,7 +9,9 @@ autoencoder (978-250-32) at 10k, one run prints:
   must pass forward and backward (it matters at 1k source with a 400-row target batch);
 - fast / opacus / naive: one whole DVGS step (target mini-batch gradient, every source
   sample's similarity, Adam step), measured inside real ``dvgs()`` calls as the time
-  difference between runs of k1 and k2 steps (so set-up is not counted);
+  difference between runs of k1 and k2 steps (so set-up is not counted); "fast" takes
+  its hand-written passes where the model is a plain layer chain (both cases here),
+  "hooks" is the same engine through autograd and module hooks (its general path);
 - peak memory of the k2 run (CPU: resident high-water mark above the start; CUDA:
   allocator peak), ratios between engines, and the whole exp1 valuation on real ADULT
   (3 restarts x 100 full-batch steps, 1000 source samples).
@@ -18,11 +20,14 @@ Numbers are medians of --repeats runs. Run with the thread count you report:
     python benchmarks/dvgs_speed.py --threads 2
 On a machine shared with other busy processes, OpenMP's default busy-waiting makes
 every multi-threaded number erratic (threads spin while their partner is descheduled);
-compare with --threads 1, or run with OMP_WAIT_POLICY=PASSIVE in the environment.
+compare with --threads 1, or run with OMP_WAIT_POLICY=PASSIVE in the environment. PASSIVE
+is steadier but slower for small operations (a sleeping thread is woken for each one):
+on a quiet machine the default policy is what users get.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from valbench.gradsim import driver
 from valbench.gradsim.dvgs import DVGSConfig, dvgs
 from valbench.gradsim.layers import prepare_model
 from valbench.gradsim.masks import sample_seeds
@@ -100,11 +106,26 @@ def floor_s(task: ValuationTask, repeats: int, with_target: bool = False) -> Tim
     return med(times[1:])
 
 
-def step_s(task: ValuationTask, engine: str, k1: int, k2: int, repeats: int) -> tuple[Timing2, float]:
+@contextlib.contextmanager
+def hooks_only(on: bool):
+    """With ``on``, the fast engine runs through autograd and module hooks even where its
+    hand-written passes apply (valbench.gradsim.sequential), to compare the two."""
+    real = driver.sequential_plan
+    if on:
+        driver.sequential_plan = lambda model, probe: None
+    try:
+        yield
+    finally:
+        driver.sequential_plan = real
+
+
+def step_s(task: ValuationTask, engine: str, k1: int, k2: int, repeats: int,
+           hooks: bool = False) -> tuple[Timing2, float]:
     """(time per DVGS step, peak bytes) from dvgs() runs of k1 and k2 full-batch steps."""
     def run(k):
         cfg = DVGSConfig(restarts=1, epochs=k, target_batch=len(task.target), engine=engine)
-        out, timing = timed(lambda: dvgs(task, cfg), task.device)
+        with hooks_only(hooks):
+            out, timing = timed(lambda: dvgs(task, cfg), task.device)
         assert out.info["engine"] == engine, out.info
         peak = timing.peak_device_bytes if timing.peak_device_bytes is not None else \
             (timing.peak_rss_bytes or 0) - (timing.base_rss_bytes or 0)
@@ -131,17 +152,19 @@ def bench(case: Case, device: str, repeats: int) -> None:
     print(f"\n{case.name}: {n:,} source, {case.n_target} target (one full batch), device {device}")
     print(f"  {'':8s} {'ms/step':>10s} {'samples/s':>12s} {'cpu ms':>10s} {'peak MB':>8s} {'x floor':>8s} {'cpu x':>8s}")
     # floor and fast engine interleaved, so that other load on the machine hits both alike
-    floors, floors_t, fasts, peaks = [], [], [], []
+    floors, floors_t, fasts, hookss, peaks = [], [], [], [], []
     for _ in range(repeats):
         floors.append(floor_s(task, 1))
         floors_t.append(floor_s(task, 1, with_target=True))
         t, peak = step_s(task, "fast", 2, 12, 1)
         fasts.append(t)
         peaks.append(peak)
-    floor, floor_t, fast = med(floors), med(floors_t), med(fasts)
+        hookss.append(step_s(task, "fast", 2, 12, 1, hooks=True)[0])
+    floor, floor_t, fast, fast_hooks = med(floors), med(floors_t), med(fasts), med(hookss)
     row("floor", floor, n, floor)
     row("floor+t", floor_t, n, floor, note="  (source + target batch rows)")
     row("fast", fast, n, floor, max(peaks))
+    row("hooks", fast_hooks, n, floor, note="  (the fast engine through autograd + module hooks)")
     results = {"fast": fast}
     for engine in ("opacus", "naive"):
         k1, k2 = 1, 2
@@ -160,6 +183,7 @@ def bench(case: Case, device: str, repeats: int) -> None:
     f = results["fast"]
     line = [f"fast/floor {f.wall / floor.wall:.2f}x (cpu {f.cpu / floor.cpu:.2f}x)",
             f"fast/(floor+t) {f.wall / floor_t.wall:.2f}x",
+            f"hooks/fast {fast_hooks.wall / f.wall:.2f}x",
             f"opacus/fast {results['opacus'].wall / f.wall:.1f}x (cpu {results['opacus'].cpu / f.cpu:.1f}x)"]
     if "naive" in results:
         line.append(f"naive/fast {results['naive'].wall / f.wall:.0f}x")
@@ -174,14 +198,19 @@ def exp1(device: str, repeats: int) -> None:
     raw = {"datasets": "adult", "corruptions": "labels", "valuers": "dvgs", "seeds": 1}
     (job,) = expand(build_experiment(raw), build_registry(), device)
     task = task_for(job, CellCache().cell(job))
-    times, cpus = [], []
+    dvgs(task, DVGSConfig(restarts=1, epochs=2))  # one-off imports and allocator warm-up
+    print("\nexp1 on ADULT (3 restarts x 100 full-batch steps, 1000 source, 108 features), "
+          "whole valuation, the two ways interleaved:")
+    runs: dict[bool, list] = {False: [], True: []}
     for _ in range(repeats):
-        out, timing = timed(lambda: dvgs(task, DVGSConfig()), device)
-        times.append(timing.wall_s)
-        cpus.append(timing.cpu_s)
-    print(f"\nexp1 on ADULT (3 restarts x 100 full-batch steps, 1000 source, 108 features, engine "
-          f"{out.info['engine']}): {statistics.median(times):.2f} s median of {repeats} "
-          f"(min {min(times):.2f}, max {max(times):.2f}); process CPU {statistics.median(cpus):.2f} s")
+        for hooks in (False, True):
+            with hooks_only(hooks):
+                out, timing = timed(lambda: dvgs(task, DVGSConfig()), device)
+            runs[hooks].append((timing.wall_s, timing.cpu_s, out.info.get("passes", out.info["engine"])))
+    for hooks, rs in runs.items():
+        times = [r[0] for r in rs]
+        print(f"  {rs[0][2]:34s} {statistics.median(times):.2f} s median of {repeats} "
+              f"(min {min(times):.2f}, max {max(times):.2f}); process CPU {statistics.median(r[1] for r in rs):.2f} s")
 
 
 def main() -> None:

@@ -51,6 +51,19 @@ def test_snapshots_follow_the_global_step_counter():
     assert out.info["target_pass"].startswith("fused")
 
 
+def test_hand_written_passes_give_the_hooks_engine_values(monkeypatch):
+    from valbench.gradsim import driver
+
+    task, _ = small_task()
+    cfg = DVGSConfig(restarts=2, epochs=2, target_batch=20)
+    hand = dvgs(task, cfg)
+    assert hand.info["passes"].startswith("hand-written")
+    monkeypatch.setattr(driver, "sequential_plan", lambda model, probe: None)
+    hooks = dvgs(task, cfg)
+    assert hooks.info["passes"].startswith("autograd")
+    assert np.allclose(hand.values, hooks.values, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("similarity", ["cosine", "dot", "projection", "euclidean"])
 def test_fast_and_opacus_give_the_same_values(similarity):
     task, _ = small_task()

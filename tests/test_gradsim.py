@@ -173,6 +173,100 @@ def test_fused_step_gives_the_autograd_target_gradient_and_the_same_terms(arch):
         assert torch.allclose(dot, d2, rtol=1e-10) and torch.allclose(sq, s2, rtol=1e-10)
 
 
+# ---------------------------------------------------------------- hand-written passes for layer chains
+
+
+class _Residual(nn.Module):
+    """The leaves of a plain chain, but a forward that is not one."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(6, 6), nn.Mish(), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.b(x + self.act(self.a(x)))
+
+
+class _Reordered(nn.Module):
+    """Dropout registered after the first layer but applied to the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.drop, self.b = nn.Linear(6, 6), nn.Dropout(0.5), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.b(self.a(self.drop(x)))
+
+
+def _plan_for(model: nn.Module, n_in: int = 6):
+    from valbench.gradsim.sequential import sequential_plan
+
+    prepare_model(model)
+    return sequential_plan(model, torch.randn(4, n_in))
+
+
+def test_layer_chains_get_hand_written_passes_and_nothing_else_does():
+    assert _plan_for(Learner("mlp", 6, 3).build(0)) is not None  # Linear, dropout, Mish, LayerNorm
+    assert _plan_for(Learner("mlp-autoencoder", 6, 6, hidden=(5,), latent=3).build(0)) is not None
+    assert _plan_for(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4, bias=False), nn.Tanh(),
+                                   nn.Linear(4, 2))) is not None
+    assert _plan_for(_Residual()) is None  # same leaves, other forward: the probe tells
+    assert _plan_for(_Reordered()) is None  # dropout in another place: the probe (masks on) tells
+    assert _plan_for(nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4), nn.Linear(4, 2))) is None  # affine
+    frozen = nn.Sequential(nn.Linear(6, 4), nn.Mish(), nn.Linear(4, 2))
+    frozen[0].requires_grad_(False)
+    assert _plan_for(frozen) is None
+    conv = Learner("conv-autoencoder", 3 * 32 * 32, 3 * 32 * 32, hidden=(4, 4), latent=2,
+                   in_shape=(3, 32, 32)).build(0)
+    prepare_model(conv)
+    from valbench.gradsim.sequential import sequential_plan
+    assert sequential_plan(conv, torch.randn(2, 3, 32, 32)) is None
+
+
+def test_the_plan_probe_leaves_the_mask_context_as_it_was():
+    model = Learner("mlp", 6, 3).build(0)
+    ctx, _ = prepare_model(model)
+    ctx.key, ctx.seeds = 41, sample_seeds(torch.arange(3), 1)
+    from valbench.gradsim.sequential import sequential_plan
+    assert sequential_plan(model, torch.randn(4, 6)) is not None
+    assert ctx.key == 41 and torch.equal(ctx.seeds, sample_seeds(torch.arange(3), 1))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "mlp-autoencoder", "chain"])
+def test_hand_written_passes_equal_the_hooks_engine(arch):
+    from valbench.gradsim.sequential import SequentialEngine, sequential_plan
+
+    if arch == "chain":  # ReLU, Tanh, a Linear without bias, dropout p != 0.5
+        learner, model, ctx, x, y, seeds, names, target = _setup("mlp", torch.float64)
+        model = nn.Sequential(nn.Linear(12, 9), nn.Dropout(0.3), nn.ReLU(), nn.Linear(9, 7, bias=False),
+                              nn.Tanh(), nn.Linear(7, 3)).double()
+        ctx, _ = prepare_model(model)
+        ctx.key = 99
+        names = [n for n, _ in model.named_parameters()]
+        ctx.seeds = sample_seeds(TARGET_ROWS + torch.arange(len(x)), 1)
+        target = list(torch.autograd.grad(learner.loss("mean")(model(x.flip(0)), y.flip(0)),
+                                          list(model.parameters())))
+    else:
+        learner, model, ctx, x, y, seeds, names, target = _setup(arch, torch.float64)
+    plan = sequential_plan(model, x[:3])
+    assert plan is not None
+    loss = learner.loss("none")
+    hooks = build_engine("fast", model, loss, names, ctx, fusable=True)
+    hand = build_engine("fast", model, loss, names, ctx, fusable=True, plan=plan)
+    assert isinstance(hand, SequentialEngine) and not isinstance(hooks, SequentialEngine)
+    for a, b in zip(hand.terms(x, y, seeds, target), hooks.terms(x, y, seeds, target)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+    coef = torch.rand(len(x), dtype=torch.float64)
+    ctx.key = 7
+    out_hand = hand.fused_step(x, y, seeds, coef, 5)
+    out_hooks = hooks.fused_step(x, y, seeds, coef, 5)
+    assert torch.allclose(out_hand[0], out_hooks[0], rtol=1e-12)
+    for g, r in zip(out_hand[1], out_hooks[1]):
+        assert g.shape == r.shape and torch.allclose(g, r, rtol=1e-12, atol=1e-15)
+    for a, b in zip(out_hand[2:], out_hooks[2:]):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
 def test_selected_parameters_only():
     learner, model, ctx, x, y, seeds, _, target = _setup("mlp", torch.float64, n=6)
     names = select_parameters(model, "last")
@@ -251,13 +345,15 @@ def test_masks_and_terms_are_the_same_on_cuda():
         assert torch.allclose(a.cpu(), b, rtol=1e-9)
 
 
-def test_adam_matches_torch_optim_adam():
+@pytest.mark.parametrize("fused", [None, False])
+def test_adam_matches_torch_optim_adam(fused):
     from valbench.gradsim.adam import Adam
 
     g = torch.Generator().manual_seed(0)
     a = [torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)]
     b = [t.clone().requires_grad_() for t in a]
-    ours, ref = Adam(a, lr=1e-2), torch.optim.Adam(b, lr=1e-2, foreach=True)
+    ours, ref = Adam(a, lr=1e-2, fused=fused), torch.optim.Adam(b, lr=1e-2, foreach=True)
+    assert ours.fused == (fused is None)  # torch 2.13 has the fused kernel on CPU
     for _ in range(20):
         grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in a]
         ours.step(grads)

@@ -14,6 +14,7 @@ from torch import nn
 from valbench.gradsim.engines import Engine, NaiveEngine, OpacusEngine, PerSampleLoss, UnsupportedModel
 from valbench.gradsim.fast import FastEngine, unsupported
 from valbench.gradsim.masks import MaskContext
+from valbench.gradsim.sequential import Plan, SequentialEngine, sequential_plan
 
 ENGINES = ("auto", "fast", "opacus", "naive")
 CPU_CHUNK_BYTES = 256 * 2**20  # cap on one chunk's working memory on CPU
@@ -25,6 +26,12 @@ class EngineChoice:
     name: str  # "fast" | "opacus" | "naive"
     reason: str  # why (e.g. the layer that made "auto" fall back)
     fusable: bool = False  # fast engine only: every trainable layer handled, the target pass can ride along
+    plan: Plan | None = None  # fast engine only: the model as a plain layer chain (hand-written passes)
+
+    @property
+    def passes(self) -> str:
+        """How the fast engine runs its passes (recorded with the result)."""
+        return "hand-written (plain layer chain)" if self.plan is not None else "autograd with module hooks"
 
 
 def choose_engine(kind: str, model: nn.Module, names: Sequence[str], probe_x: torch.Tensor) -> EngineChoice:
@@ -37,14 +44,18 @@ def choose_engine(kind: str, model: nn.Module, names: Sequence[str], probe_x: to
     if why is None:
         trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         fusable = unsupported(model, trainable, probe=probe_x) is None
-        return EngineChoice("fast", "requested" if kind == "fast" else "default", fusable)
+        plan = sequential_plan(model, probe_x) if fusable else None
+        return EngineChoice("fast", "requested" if kind == "fast" else "default", fusable, plan)
     if kind == "fast":
         raise UnsupportedModel(f"engine=fast cannot be used: {why}; use engine=auto or engine=opacus")
     return EngineChoice("opacus", f"fallback: {why}")
 
 
 def build_engine(name: str, model: nn.Module, loss_fn: PerSampleLoss, names: Sequence[str],
-                 context: MaskContext, fusable: bool = False) -> Engine:
+                 context: MaskContext, fusable: bool = False, plan: Plan | None = None) -> Engine:
+    """``plan`` (fast engine only, from :func:`sequential_plan`): use the hand-written passes."""
+    if name == "fast" and plan is not None:
+        return SequentialEngine(model, loss_fn, names, context, plan, fusable=fusable)
     if name == "fast":
         return FastEngine(model, loss_fn, names, context, fusable=fusable)
     return {"opacus": OpacusEngine, "naive": NaiveEngine}[name](model, loss_fn, names, context)
@@ -181,9 +192,10 @@ def fused_terms(engine: FastEngine, xt: torch.Tensor, yt: torch.Tensor, seeds_t:
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
             buffers["fused"] = buf = None
             _shrink(exc, engine, state, x.device)
+    if first == n:  # the whole source set rode along
+        return loss, grads, d, s
     dot = torch.empty(n, dtype=d.dtype, device=d.device)
     sq = torch.empty_like(dot)
     dot[:first], sq[:first] = d, s
-    if first < n:
-        source_terms(engine, x, y, seeds, [grads[k] for k in selected], state, first, (dot, sq))
+    source_terms(engine, x, y, seeds, [grads[k] for k in selected], state, first, (dot, sq))
     return loss, grads, dot, sq

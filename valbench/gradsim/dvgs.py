@@ -155,6 +155,7 @@ def dvgs(task: ValuationTask, config: DVGSConfig) -> Valuation:
     info = {
         "engine": prep.choice.name, "engine_reason": prep.choice.reason,
         "target_pass": "fused with the source pass" if prep.choice.fusable else "separate",
+        **({"passes": prep.choice.passes} if prep.choice.name == "fast" else {}),
         "snapshots": run.snapshots,
         "steps": run.step, "similarity": config.similarity, "class_balance": balance,
         "parameters": n_selected, "dropout": "per-sample hash masks" if prep.dropout_layers else "none",
@@ -167,7 +168,8 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
     """Train one fresh model on the target set, adding a snapshot every ``period`` steps.
     Returns the number of parameters compared."""
     model, ctx = prep.model, prep.context
-    engine = build_engine(prep.choice.name, model, run.per_sample_loss, prep.names, ctx, prep.choice.fusable)
+    choice = prep.choice
+    engine = build_engine(choice.name, model, run.per_sample_loss, prep.names, ctx, choice.fusable, choice.plan)
     fused = isinstance(engine, FastEngine) and engine.fusable
     if run.chunk is None:
         act = activation_bytes(model, run.xs[:64], ctx)

@@ -202,11 +202,24 @@ class FastEngine(Engine):
         finally:
             self._capturing = False
 
-    def terms(self, x, y, seeds, target):
+    def _signals(self, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, coef: torch.Tensor | None,
+                 layers: Sequence[nn.Module]) -> tuple[torch.Tensor, list[nn.Module], list[torch.Tensor | None]]:
+        """One forward and one backward pass of sum_i coef_i l_i (coef None: 1).
+
+        Returns (the per-sample losses times coef, the layers of ``layers`` that ran, each
+        one's backward signal w.r.t. its output, None where the output is unused); every
+        layer's input is left in ``self._records[layer][0]`` until ``_records.clear()``.
+        """
         out = self._forward(x, seeds)
-        loss = self.loss_fn(out, y).sum()
-        mods = [m for m in self.selected_layers if m in self._records]
-        backs = torch.autograd.grad(loss, [self._records[m][1] for m in mods], allow_unused=True)
+        per_sample = self.loss_fn(out, y)
+        if coef is not None:
+            per_sample = per_sample * coef  # one weighted sum: no slicing of big outputs
+        mods = [m for m in layers if m in self._records]
+        backs = torch.autograd.grad(per_sample.sum(), [self._records[m][1] for m in mods], allow_unused=True)
+        return per_sample, mods, list(backs)
+
+    def terms(self, x, y, seeds, target):
+        _, mods, backs = self._signals(x, y, seeds, None, self.selected_layers)
         dot, sq = self._accumulate(mods, backs, target, 0, len(x))
         self._records.clear()
         return dot, sq
@@ -242,11 +255,8 @@ class FastEngine(Engine):
         model.parameters() order, source dot, source sq), the terms taken against the
         target gradient of the selected parameters.
         """
-        out = self._forward(x, seeds)
-        per_sample = self.loss_fn(out, y) * coef  # one weighted sum: no slicing of big outputs
-        mods = [m for m in self.layers if m in self._records]
-        backs = [b if b is not None else torch.zeros_like(self._records[m][1]) for m, b in zip(mods, torch.autograd.grad(
-            per_sample.sum(), [self._records[m][1] for m in mods], allow_unused=True))]
+        per_sample, mods, backs = self._signals(x, y, seeds, coef, self.layers)
+        backs = [b if b is not None else torch.zeros_like(self._records[m][1]) for m, b in zip(mods, backs)]
         grads = {}
         for m, b in zip(mods, backs):
             a = self._records[m][0]

@@ -153,8 +153,16 @@ class HashDropout(nn.Module):
             return x * 0.0
         if ctx.seeds is None or len(ctx.seeds) != x.shape[0]:
             raise RuntimeError("HashDropout: the mask context's seeds do not match the batch")
-        mask = keep_mask(ctx.layer_key(self.layer), ctx.seeds, x[0].numel(), self.p)
-        return x * mask.to(x.dtype).view_as(x)
+        return x * self.mask(x[0].numel()).to(x.dtype).view_as(x)
+
+    def active(self) -> bool:
+        """Whether :meth:`forward` would drop anything (train mode, p > 0, dropout enabled)."""
+        return self.training and self.p > 0.0 and self.context.enabled
+
+    def mask(self, width: int) -> torch.Tensor:
+        """(batch, width) float mask of the current batch and step (0 < p < 1): what
+        :meth:`forward` multiplies by."""
+        return keep_mask(self.context.layer_key(self.layer), self.context.seeds, width, self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, layer={self.layer}"
