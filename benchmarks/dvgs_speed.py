@@ -219,6 +219,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--exp1-only", action="store_true", help="only the whole exp1 valuation (about a minute)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -227,6 +228,8 @@ def main() -> None:
           f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
     exp1(device, args.repeats)
+    if args.exp1_only:
+        return
     for n in (int(s) for s in args.sizes.split(",")):
         bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats)
     ae = Learner("mlp-autoencoder", 978, 978, hidden=(250,), latent=32, dropout=0.0, norm=False)

@@ -7,10 +7,12 @@ bookkeeping, ``torch.optim`` dispatch, and slow element-wise kernels (CPU dropou
 size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.models.MLP``) with
 
 - every weight, gradient and Adam moment in one flat buffer on the device,
-- the backward pass written out by hand (no autograd graph),
+- the forward and backward passes written out by hand, no autograd graph (the chain
+  passes of :mod:`valbench.gradsim.sequential`, shared with the DVGS fast engine),
 - each epoch's minibatches gathered once (rows of a fresh permutation, selected rows
   only) and its dropout masks drawn in one call (random bits on CPU),
-- Adam as a few in-place ops on the flat buffer (the same update as ``torch.optim.Adam``).
+- Adam as one fused kernel on the flat buffer (:class:`valbench.gradsim.adam.Adam`, the
+  same update as ``torch.optim.Adam``).
 
 It is the same training as an autograd loop with ``torch.optim.Adam`` (tests check
 gradients and steps against autograd); only the random streams differ.
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from valbench.gradsim.adam import Adam
-from valbench.gradsim.layers import mish_derivative, mish_parts
+from valbench.gradsim.sequential import chain_backward, chain_forward, chain_layers
 from valbench.models import MLP
 
 
@@ -99,122 +101,58 @@ def _minibatches(n: int, recipe: Recipe, rng: np.random.Generator,
 
 class FlatMLPTrainer:
     """Trains a ``valbench.models.MLP`` (Linear / Dropout / Mish / ReLU / affine-free
-    LayerNorm layers) with hand-written gradients on one flat parameter buffer."""
+    LayerNorm layers) with hand-written gradients (valbench.gradsim.sequential's chain
+    passes) on one flat parameter buffer."""
 
     engine = "flat-mlp"
-    _KINDS = (nn.Linear, nn.Dropout, nn.Mish, nn.ReLU, nn.LayerNorm, nn.Identity)
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
-        if type(model) is not MLP:
-            return False
-        layers = list(model.net)
-        if not layers or not isinstance(layers[-1], nn.Linear):
-            return False
-        for m in layers:
-            if type(m) not in cls._KINDS:
-                return False
-            if isinstance(m, nn.LayerNorm) and (m.elementwise_affine or len(m.normalized_shape) != 1):
-                return False
-            if isinstance(m, nn.Linear) and m.bias is None:
-                return False
-        return True
+        layers = chain_layers(model) if type(model) is MLP else None
+        return layers is not None and all(m.bias is not None for kind, m in layers if kind == "linear")
 
     def __init__(self, model: nn.Module, recipe: Recipe, device: str):
         if not self.supports(model):
             raise TypeError(f"FlatMLPTrainer cannot train {type(model).__name__}")
         self.recipe, self.device = recipe, device
-        self.layers: list[tuple] = []
-        pieces, offset = [], 0
-        for m in model.net:
-            if isinstance(m, nn.Linear):
-                w, b = m.weight.detach(), m.bias.detach()
-                self.layers.append(("linear", offset, tuple(w.shape)))
-                pieces += [w.reshape(-1), b.reshape(-1)]
-                offset += w.numel() + b.numel()
-            elif isinstance(m, nn.Dropout):
-                if m.p > 0:
-                    self.layers.append(("dropout", float(m.p)))
-            elif isinstance(m, nn.Mish):
-                self.layers.append(("mish",))
-            elif isinstance(m, nn.ReLU):
-                self.layers.append(("relu",))
-            elif isinstance(m, nn.LayerNorm):
-                self.layers.append(("layernorm", float(m.eps), int(m.normalized_shape[0])))
-        self.init = torch.cat(pieces).to(device=device, dtype=torch.float32).contiguous()
+        layers = chain_layers(model)
+        linears = [m for kind, m in layers if kind == "linear"]
+        self.init = torch.cat([t.detach().reshape(-1) for m in linears for t in (m.weight, m.bias)]).to(
+            device=device, dtype=torch.float32).contiguous()
         self.flat = self.init.clone()
         self.grad = torch.zeros_like(self.flat)
         self.opt = Adam([self.flat], recipe.lr, recipe.betas, recipe.eps)
-        self.params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        for layer in self.layers:
-            if layer[0] == "linear":
-                off, (o, i) = layer[1], layer[2]
-                self.params[off] = (self.flat[off:off + o * i].view(o, i), self.flat[off + o * i:off + o * i + o],
-                                    self.grad[off:off + o * i].view(o, i), self.grad[off + o * i:off + o * i + o])
-        # widths seen by each dropout layer: the out_features of the preceding Linear
+        views = {}  # Linear -> (weight, bias, weight gradient, bias gradient), views of the flat buffers
+        offset = 0
+        for m in linears:
+            (o, i), end = m.weight.shape, offset + m.weight.numel()
+            views[m] = (self.flat[offset:end].view(o, i), self.flat[end:end + o],
+                        self.grad[offset:end].view(o, i), self.grad[end:end + o])
+            offset = end + o
+        self.grads = [views[m][2:] for m in linears]
+        self.chain = [("linear", *views[m][:2]) if kind == "linear" else ("layernorm", m.eps)
+                      if kind == "layernorm" else (kind,) for kind, m in layers]
+        # (p, width) of each dropout layer: the width is the out_features of the preceding Linear
         self._dropout_widths, width = [], None
-        for layer in self.layers:
-            if layer[0] == "linear":
-                width = layer[2][0]
-            elif layer[0] == "dropout":
-                self._dropout_widths.append((layer[1], width))
+        for kind, m in layers:
+            if kind == "linear":
+                width = m.out_features
+            elif kind == "dropout":
+                self._dropout_widths.append((float(m.p), width))
 
     # ---- forward / backward -------------------------------------------------------
     def _forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None) -> tuple[torch.Tensor, list]:
         """Logits and what the backward pass needs; ``masks`` None means eval mode."""
-        cache: list = []
-        h, k = x, 0
-        for layer in self.layers:
-            kind = layer[0]
-            if kind == "linear":
-                w, b, _, _ = self.params[layer[1]]
-                cache.append(h)
-                h = torch.addmm(b, h, w.t())
-            elif kind == "dropout":
-                if masks is not None:
-                    mask = masks[k]
-                    k += 1
-                    cache.append(mask)
-                    h = h * mask
-                else:
-                    cache.append(None)
-            elif kind == "mish":
-                t, e = mish_parts(h)  # mish(x) = x tanh(softplus(x)), one exp
-                if masks is not None:
-                    cache.append(mish_derivative(h, t, e))
-                h = h * t
-            elif kind == "relu":
-                if masks is not None:
-                    cache.append(h > 0)
-                h = torch.relu(h)
-            elif kind == "layernorm":
-                out, mean, rstd = torch.native_layer_norm(h, [layer[2]], None, None, layer[1])
-                if masks is not None:
-                    cache.append((h, mean, rstd))
-                h = out
-        return h, cache
+        return chain_forward(self.chain, x, None if masks is None else lambda k, width: masks[k])
 
     def _backward(self, dh: torch.Tensor, cache: list) -> None:
         """Write the gradient of the loss (given d loss / d logits) into ``self.grad``."""
-        for idx in range(len(self.layers) - 1, -1, -1):
-            layer, saved = self.layers[idx], cache[idx]
-            kind = layer[0]
-            if kind == "linear":
-                w, _, gw, gb = self.params[layer[1]]
-                torch.mm(dh.t(), saved, out=gw)
-                torch.sum(dh, dim=0, out=gb)
-                if idx > 0:
-                    dh = dh @ w
-            elif kind == "dropout":
-                dh = dh * saved
-            elif kind == "mish":
-                dh = dh * saved
-            elif kind == "relu":
-                dh = dh * saved
-            elif kind == "layernorm":
-                inp, mean, rstd = saved
-                dh = torch.ops.aten.native_layer_norm_backward(dh, inp, [layer[2]], mean, rstd, None, None,
-                                                               [True, False, False])[0]
+        def write(j: int, signal: torch.Tensor, inp: torch.Tensor) -> None:
+            gw, gb = self.grads[j]
+            torch.mm(signal.t(), inp, out=gw)
+            torch.sum(signal, dim=0, out=gb)
+
+        chain_backward(self.chain, cache, dh, write)
 
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor],
                   weight: torch.Tensor | None = None, *, with_loss: bool = True) -> torch.Tensor | None:

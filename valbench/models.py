@@ -11,6 +11,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from valbench.seeding import derive_seed, torch_generator
@@ -188,7 +189,9 @@ class _MSEPerSample(nn.Module):
         self.reduction = reduction
 
     def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        per = ((out - target) ** 2).flatten(1).mean(dim=1)
+        # mse_loss's own backward kernel: the same values as (out - target) ** 2, and about
+        # half the time of autograd through pow on large outputs
+        per = F.mse_loss(out, target, reduction="none").flatten(1).mean(dim=1)
         return per.mean() if self.reduction == "mean" else per.sum() if self.reduction == "sum" else per
 
 

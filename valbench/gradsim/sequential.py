@@ -1,26 +1,27 @@
-"""The fast engine's passes written out by hand, for models that are a plain layer sequence.
+"""Hand-written forward and backward passes for models that are a plain layer chain.
 
-Most models valued with DVGS (the paper's MLP classifier and MLP autoencoder) are a
-chain of Linear layers with parameter-free layers between them: dropout, Mish, ReLU,
-Tanh, LayerNorm without affine parameters. For such a chain :class:`SequentialEngine`
-computes exactly what :class:`~valbench.gradsim.fast.FastEngine` computes (every Linear
-layer's input and the backward signal at its output, from which the target gradient and
-the per-sample terms follow), but with its own forward and backward passes instead of
-module hooks and an autograd graph:
+Most models valued or retrained here (the paper's MLP classifier and MLP autoencoder)
+are a chain of Linear layers with parameter-free layers between them: dropout, Mish,
+ReLU, Tanh, LayerNorm without affine parameters. For such a chain, :func:`chain_forward`
+and :func:`chain_backward` compute every Linear layer's input and the backward signal at
+its output without an autograd graph:
 
-- no graph bookkeeping and no per-op autograd dispatch;
-- Mish's derivative is formed in the forward pass (from the same exp), so its backward
-  is one multiplication;
-- the first Linear layer's input gradient is never formed.
+- no graph bookkeeping, no per-op autograd dispatch, no module hooks;
+- Mish's derivative is formed in the forward pass from the same exp
+  (:func:`valbench.gradsim.layers.mish_parts`), so its backward is one multiplication;
+- backward steps work in place on tensors they own, and the first Linear layer's input
+  gradient is never formed.
 
-Only the loss is differentiated by autograd (on the model's output), so any per-sample
-loss works. Whether a model is such a chain is not guessed from its modules alone:
-:func:`sequential_plan` runs a few probe rows through the model and through the plan,
-with dropout active, and uses the plan only if the outputs agree.
+Two users: :class:`SequentialEngine`, the DVGS fast engine on a chain (the target
+gradient and the per-sample terms follow from those inputs and signals, exactly as in
+:class:`~valbench.gradsim.fast.FastEngine`), and valbench.fastfit's flat MLP trainer
+(the weight gradients). Whether a model is such a chain is not guessed from its modules
+alone: :func:`sequential_plan` runs a few probe rows through the model and through the
+chain, with dropout active, and uses the chain only if the outputs agree.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -29,8 +30,12 @@ from valbench.gradsim.fast import FastEngine
 from valbench.gradsim.layers import FastMish, mish_derivative, mish_parts
 from valbench.gradsim.masks import HashDropout, MaskContext, sample_seeds
 
-Plan = list[tuple[str, nn.Module]]
-PROBE_RTOL = 1e-4  # plan output vs model output on the probe rows (same math, other op order)
+# One entry per layer: ("linear", weight, bias or None) | ("dropout",) | ("mish",) |
+# ("relu",) | ("tanh",) | ("layernorm", eps)
+Chain = list[tuple]
+Plan = list[tuple[str, nn.Module]]  # (kind, module) per chain layer: chain_layers, sequential_plan
+Masks = Callable[[int, int], "torch.Tensor | None"]  # (k-th dropout layer, width) -> scaled mask or None (off)
+PROBE_RTOL = 1e-4  # chain output vs model output on the probe rows (same math, maybe another op order)
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:
@@ -40,103 +45,92 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 
 def _kind(m: nn.Module) -> str | None:
     if type(m) is nn.Linear:
-        return "linear" if all(p.requires_grad for p in m.parameters()) else None
-    if type(m) is HashDropout:
-        return "dropout" if m.p < 1.0 else None
+        return "linear"
+    if type(m) in (HashDropout, nn.Dropout):
+        return "identity" if m.p == 0 else "dropout"
     if type(m) in (FastMish, nn.Mish):
         return "mish"
-    if type(m) is nn.ReLU:
-        return "relu"
-    if type(m) is nn.Tanh:
-        return "tanh"
-    if type(m) in (nn.Identity, nn.Dropout) and (type(m) is nn.Identity or not m.training or m.p == 0):
+    if type(m) in (nn.ReLU, nn.Tanh):
+        return type(m).__name__.lower()
+    if type(m) is nn.Identity:
         return "identity"
     if type(m) is nn.LayerNorm and not m.elementwise_affine and len(m.normalized_shape) == 1:
         return "layernorm"
     return None
 
 
-def sequential_plan(model: nn.Module, probe: torch.Tensor) -> Plan | None:
-    """The model as a chain of layers, or None when it is not one (see the module docstring).
-
-    ``probe``: a few input rows (2-D); the model is left as it was (mode, mask context).
-    """
-    if probe.dim() != 2:
-        return None
-    plan: Plan = []
+def chain_layers(model: nn.Module) -> Plan | None:
+    """The model's leaf modules as (kind, module), identities left out; None if one of
+    them is not a chain layer or no Linear layer ends the chain. The order is the
+    declaration order: whether forward() follows it is for the caller to check."""
+    out = []
     for m in _leaves(model):
         kind = _kind(m)
         if kind is None:
             return None
         if kind != "identity":
-            plan.append((kind, m))
-    linears = [m for kind, m in plan if kind == "linear"]
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    if not linears or {id(p) for m in linears for p in m.parameters()} != trainable:
-        return None
-    contexts = {id(m.context): m.context for kind, m in plan if kind == "dropout"}
-    saved = [(c, c.key, c.seeds) for c in contexts.values()]
-    try:
-        for c in contexts.values():
-            c.key, c.seeds = 12345, sample_seeds(torch.arange(len(probe), device=probe.device), 678)
-        with torch.no_grad():
-            want = model(probe)
-            got, _ = _forward(plan, probe)
-    except (RuntimeError, TypeError, ValueError):
-        return None
-    finally:
-        for c, key, seeds in saved:
-            c.key, c.seeds = key, seeds
-    if not isinstance(want, torch.Tensor) or want.shape != got.shape:
-        return None
-    scale = want.abs().max().clamp_min(1.0)
-    return plan if bool(((want - got).abs().max() <= PROBE_RTOL * scale).item()) else None
+            out.append((kind, m))
+    return out if out and out[-1][0] == "linear" else None
+
+
+def chain_of(layers: Plan) -> Chain:
+    """The chain of ``chain_layers`` output, the Linear layers' own tensors as parameters."""
+    return [("linear", m.weight, m.bias) if kind == "linear" else ("layernorm", m.eps) if kind == "layernorm"
+            else (kind,) for kind, m in layers]
 
 
 @torch.no_grad()
-def _forward(plan: Plan, x: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """The output and, per layer of the plan, what its backward step needs."""
+def chain_forward(chain: Chain, x: torch.Tensor, masks: Masks | None) -> tuple[torch.Tensor, list]:
+    """The output and, per layer, what :func:`chain_backward` needs. ``masks`` None is
+    inference: no dropout, nothing kept for a backward pass."""
+    train = masks is not None
     saved: list = []
-    h = x
-    for kind, m in plan:
+    h, k = x, 0
+    for layer in chain:
+        kind = layer[0]
+        keep = None
         if kind == "linear":
-            saved.append(h)
-            h = h @ m.weight.T if m.bias is None else torch.addmm(m.bias, h, m.weight.T)
+            _, w, b = layer
+            keep = h
+            h = h @ w.T if b is None else torch.addmm(b, h, w.T)
         elif kind == "dropout":
-            mask = m.mask(h.shape[1]) if m.active() else None
-            saved.append(mask)
-            if mask is not None:
-                h = h * mask
+            keep = masks(k, h.shape[1]) if train else None
+            k += 1
+            if keep is not None:
+                h = h * keep
         elif kind == "mish":
-            t, w = mish_parts(h)
-            saved.append(mish_derivative(h, t, w))
+            t, e = mish_parts(h)  # mish(x) = x tanh(softplus(x)), one exp
+            if train:
+                keep = mish_derivative(h, t, e)
             h = h * t
         elif kind == "relu":
-            h = torch.relu(h)
-            saved.append(h)
+            h = keep = torch.relu(h)
         elif kind == "tanh":
-            h = torch.tanh(h)
-            saved.append(h)
+            h = keep = torch.tanh(h)
         else:  # layernorm
-            out, mean, rstd = torch.native_layer_norm(h, [h.shape[1]], None, None, m.eps)
-            saved.append((h, mean, rstd))
+            out, mean, rstd = torch.native_layer_norm(h, [h.shape[1]], None, None, layer[1])
+            keep = (h, mean, rstd)
             h = out
+        if train:
+            saved.append(keep)
     return h, saved
 
 
 @torch.no_grad()
-def _backward(plan: Plan, saved: list, grad: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
-    """Backward signal at every Linear layer's output, given d loss / d output."""
-    backs: dict[nn.Module, torch.Tensor] = {}
-    first_linear = next(i for i, (kind, _) in enumerate(plan) if kind == "linear")
+def chain_backward(chain: Chain, saved: list, grad: torch.Tensor,
+                   on_linear: Callable[[int, torch.Tensor, torch.Tensor], None]) -> None:
+    """Back-propagate ``grad`` (d loss / d output) through the chain, calling
+    ``on_linear(j, signal, input)`` for the j-th Linear layer, last to first, with the
+    backward signal at its output and its input. The callee may keep ``signal``: it is
+    never changed afterwards. ``grad`` may be changed in place."""
+    linears = [i for i, layer in enumerate(chain) if layer[0] == "linear"]
     dh = grad
-    for i in range(len(plan) - 1, first_linear - 1, -1):
-        kind, m = plan[i]
-        s = saved[i]
+    for i in range(len(chain) - 1, linears[0] - 1, -1):
+        kind, s = chain[i][0], saved[i]
         if kind == "linear":
-            backs[m] = dh
-            if i > first_linear:
-                dh = dh @ m.weight  # a new tensor: the in-place steps below never touch a recorded signal
+            on_linear(linears.index(i), dh, s)
+            if i > linears[0]:
+                dh = dh @ chain[i][1]  # a new tensor: the in-place steps below never touch a signal
         elif kind == "dropout":
             if s is not None:
                 dh = dh.mul_(s)
@@ -145,42 +139,92 @@ def _backward(plan: Plan, saved: list, grad: torch.Tensor) -> dict[nn.Module, to
         elif kind == "relu":  # sign(relu(x)) is 1 where x > 0, else 0 (bool masks are slow on CPU)
             dh = dh.mul_(torch.sign(s))
         elif kind == "tanh":
-            dh = dh * (1.0 - s * s)
+            dh = dh.mul_(1.0 - s * s)
         else:  # layernorm
             inp, mean, rstd = s
             dh = torch.ops.aten.native_layer_norm_backward(dh, inp, [inp.shape[1]], mean, rstd, None, None,
                                                            [True, False, False])[0]
-    return backs
+
+
+def _hash_masks(layers: Plan) -> Masks:
+    """The masks the model's own HashDropout layers would draw for the current batch."""
+    drops = [m for kind, m in layers if kind == "dropout"]
+    return lambda k, width: drops[k].mask(width) if drops[k].active() else None
+
+
+def sequential_plan(model: nn.Module, probe: torch.Tensor) -> Plan | None:
+    """The model as a DVGS chain (see the module docstring), or None when it is not one.
+
+    Needs every trainable parameter in a Linear layer, every Linear layer trainable,
+    dropout as HashDropout with p < 1, 2-D input, and the model's output on ``probe``
+    (a few input rows) to equal the chain's, dropout active. The model is left as it
+    was (mode, mask context).
+    """
+    layers = chain_layers(model)
+    if probe.dim() != 2 or layers is None:
+        return None
+    linears = [m for kind, m in layers if kind == "linear"]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if {id(p) for m in linears for p in m.parameters()} != trainable or \
+            any(not p.requires_grad for m in linears for p in m.parameters()):
+        return None
+    drops = [m for kind, m in layers if kind == "dropout"]
+    if any(type(m) is not HashDropout or m.p >= 1.0 for m in drops):
+        return None
+    contexts = {id(m.context): m.context for m in drops}
+    saved = [(c, c.key, c.seeds) for c in contexts.values()]
+    try:
+        for c in contexts.values():
+            c.key, c.seeds = 12345, sample_seeds(torch.arange(len(probe), device=probe.device), 678)
+        with torch.no_grad():
+            want = model(probe)
+            got, _ = chain_forward(chain_of(layers), probe, _hash_masks(layers))
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    finally:
+        for c, key, seeds in saved:
+            c.key, c.seeds = key, seeds
+    if not isinstance(want, torch.Tensor) or want.shape != got.shape:
+        return None
+    scale = want.abs().max().clamp_min(1.0)
+    return layers if bool(((want - got).abs().max() <= PROBE_RTOL * scale).item()) else None
 
 
 class SequentialEngine(FastEngine):
-    """:class:`FastEngine` with hand-written passes for a :func:`sequential_plan` chain.
+    """:class:`FastEngine` with the hand-written passes, for a :func:`sequential_plan` chain.
 
-    Gives the same values (to float rounding); what it skips is listed in the module
-    docstring.
+    Gives the same values (to float rounding) without module hooks or an autograd graph;
+    only the loss is differentiated by autograd (on the model's output), so any
+    per-sample loss works.
     """
 
-    def __init__(self, model: nn.Module, loss_fn, names: Sequence[str], context: MaskContext, plan: Plan,
-                 fusable: bool = False):
+    def __init__(self, model: nn.Module, loss_fn, names: Sequence[str], context: MaskContext,
+                 plan: Plan, fusable: bool = False):
         super().__init__(model, loss_fn, names, context, fusable=fusable)
-        for h in self._handles:  # the plan records inputs itself
+        for h in self._handles:  # the chain records the layer inputs itself
             h.remove()
         self._handles = []
-        self.plan = plan
+        self.chain = chain_of(plan)
+        self.masks = _hash_masks(plan)
+        self.linears = [m for kind, m in plan if kind == "linear"]
 
     def _signals(self, x, y, seeds, coef, layers):
         self.context.seeds = seeds
         self._records.clear()
-        out, saved = _forward(self.plan, x)
+        out, saved = chain_forward(self.chain, x, self.masks)
         with torch.enable_grad():
             out.requires_grad_(True)
             per_sample = self.loss_fn(out, y)
             if coef is not None:
                 per_sample = per_sample * coef
             (grad,) = torch.autograd.grad(per_sample.sum(), out)
-        backs = _backward(self.plan, saved, grad)
-        for (kind, m), s in zip(self.plan, saved):
-            if kind == "linear":
-                self._records[m] = (s, None)  # the layer's input, as the hooks would record it
+        backs: dict[nn.Module, torch.Tensor] = {}
+
+        def record(j: int, signal: torch.Tensor, inp: torch.Tensor) -> None:
+            m = self.linears[j]
+            backs[m] = signal
+            self._records[m] = (inp, None)  # the layer's input, as the hooks would record it
+
+        chain_backward(self.chain, saved, grad, record)
         mods = [m for m in layers if m in backs]
         return per_sample.detach(), mods, [backs[m] for m in mods]
