@@ -21,8 +21,9 @@ Numbers are medians of --repeats runs. Run with the thread count you report:
 On a machine shared with other busy processes, OpenMP's default busy-waiting makes
 every multi-threaded number erratic (threads spin while their partner is descheduled);
 compare with --threads 1, or run with OMP_WAIT_POLICY=PASSIVE in the environment. PASSIVE
-is steadier but slower for small operations (a sleeping thread is woken for each one):
-on a quiet machine the default policy is what users get.
+is steadier but slower for small operations (a sleeping thread is woken for each one).
+This script leaves the policy as it finds it; the valbench CLI sets PASSIVE unless
+OMP_WAIT_POLICY is set (README, "OpenMP threads and speed").
 """
 from __future__ import annotations
 
