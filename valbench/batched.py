@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from valbench.gradsim.layers import mish_parts
+from valbench.gradsim.sequential import NotAChain, Plan, chain_layers, dropout_inputs
 from valbench.seeding import torch_generator
 
 DropoutMode = Literal["shared", "off"]
@@ -44,38 +45,25 @@ class UnsupportedNetwork(ValueError):
     """The network is not a plain sequence of the supported layers."""
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    kids = list(module.children())
-    if not kids:
-        return [module]
-    return [leaf for k in kids for leaf in _leaves(k)]
+def _chain(model: nn.Module) -> Plan:
+    try:
+        return chain_layers(model)
+    except NotAChain as exc:
+        raise UnsupportedNetwork(f"batched training {exc}") from None
 
 
 def layer_spec(model: nn.Module) -> tuple[Spec, list[nn.Linear]]:
-    """The layer sequence of ``model`` and its Linear layers, in declaration order."""
-    spec: list[tuple] = []
-    linears: list[nn.Linear] = []
-    for m in _leaves(model):
-        if isinstance(m, nn.Linear):
-            spec.append(("linear",))
-            linears.append(m)
-        elif isinstance(m, nn.Dropout):
-            spec.append(("dropout", float(m.p)))
-        elif isinstance(m, nn.Mish):
-            spec.append(("mish",))
-        elif isinstance(m, nn.ReLU):
-            spec.append(("relu",))
-        elif isinstance(m, nn.Tanh):
-            spec.append(("tanh",))
-        elif isinstance(m, nn.Identity):
-            continue
-        elif isinstance(m, nn.LayerNorm) and not m.elementwise_affine and len(m.normalized_shape) == 1:
-            spec.append(("layernorm", float(m.eps)))
-        else:
-            raise UnsupportedNetwork(f"batched training does not support layer {type(m).__name__}")
-    if not linears or spec[-1][0] != "linear":
-        raise UnsupportedNetwork("batched training needs a network that ends in a Linear layer")
-    return tuple(spec), linears
+    """The layer sequence of ``model`` and its Linear layers, in declaration order
+    (valbench.gradsim.sequential.chain_layers: the same layers, the same checks)."""
+    layers = _chain(model)
+    spec = tuple(("dropout", float(m.p)) if kind == "dropout" else ("layernorm", float(m.eps))
+                 if kind == "layernorm" else (kind,) for kind, m in layers)
+    return spec, [m for kind, m in layers if kind == "linear"]
+
+
+def _dropout_input_widths(model: nn.Module) -> list[int]:
+    """Width of the activation each dropout layer sees (the previous Linear's out)."""
+    return [width for _, width in dropout_inputs(_chain(model))]
 
 
 def dropout_widths(spec: Spec) -> list[tuple[int, float]]:
@@ -218,19 +206,6 @@ class MaskStream:
         return out
 
 
-def _dropout_input_widths(spec: Spec, linears: list[nn.Linear]) -> list[int]:
-    """Width of the activation each dropout layer sees (the previous Linear's out)."""
-    widths, last = [], linears[0].in_features
-    li = 0
-    for s in spec:
-        if s[0] == "linear":
-            last = linears[li].out_features
-            li += 1
-        elif s[0] == "dropout" and s[1] > 0:
-            widths.append(last)
-    return widths
-
-
 class StackedNet:
     """M copies of a network as stacked parameter tensors (M, ...) on one device."""
 
@@ -253,7 +228,7 @@ class StackedNet:
             b = lin.bias.detach().to(device, torch.float32) if lin.bias is not None else torch.zeros(
                 lin.out_features, device=device)
             params += [w.expand(copies, *w.shape).clone(), b.expand(copies, *b.shape).clone()]
-        net = cls(spec, params, _dropout_input_widths(spec, linears))
+        net = cls(spec, params, _dropout_input_widths(model))
         net._check_against(model, device)
         return net
 
@@ -331,13 +306,13 @@ def train_single(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: torch
     output is replaced (forward hook, model in eval mode) by input * the stream's mask
     rows for ``rows``. Used by tests and benchmarks to check the batched path.
     """
-    spec, linears = layer_spec(model)
+    spec, _ = layer_spec(model)
     device = rows.device
     masks_src = None
     if recipe.dropout == "shared" and dropout_widths(spec):
-        masks_src = MaskStream(spec, _dropout_input_widths(spec, linears), len(x), seed, stream, str(device))
+        masks_src = MaskStream(spec, _dropout_input_widths(model), len(x), seed, stream, str(device))
     current: list[torch.Tensor] = []
-    drops = [m for m in _leaves(model) if isinstance(m, nn.Dropout) and m.p > 0]
+    drops = [m for kind, m in _chain(model) if kind == "dropout"]
     hooks = []
     for j, d in enumerate(drops):
         hooks.append(d.register_forward_hook(lambda mod, inp, out, j=j: inp[0] * current[j] if current else out))

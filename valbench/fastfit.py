@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from valbench.gradsim.adam import Adam
-from valbench.gradsim.sequential import chain_backward, chain_forward, chain_layers
+from valbench.gradsim.sequential import (NotAChain, chain_backward, chain_forward, chain_layers, chain_of,
+                                         dropout_inputs)
 from valbench.models import MLP
 
 
@@ -108,8 +109,13 @@ class FlatMLPTrainer:
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
-        layers = chain_layers(model) if type(model) is MLP else None
-        return layers is not None and all(m.bias is not None for kind, m in layers if kind == "linear")
+        if type(model) is not MLP:
+            return False
+        try:
+            layers = chain_layers(model)
+        except NotAChain:
+            return False
+        return all(m.bias is not None for kind, m in layers if kind == "linear")
 
     def __init__(self, model: nn.Module, recipe: Recipe, device: str):
         if not self.supports(model):
@@ -130,15 +136,8 @@ class FlatMLPTrainer:
                         self.grad[offset:end].view(o, i), self.grad[end:end + o])
             offset = end + o
         self.grads = [views[m][2:] for m in linears]
-        self.chain = [("linear", *views[m][:2]) if kind == "linear" else ("layernorm", m.eps)
-                      if kind == "layernorm" else (kind,) for kind, m in layers]
-        # (p, width) of each dropout layer: the width is the out_features of the preceding Linear
-        self._dropout_widths, width = [], None
-        for kind, m in layers:
-            if kind == "linear":
-                width = m.out_features
-            elif kind == "dropout":
-                self._dropout_widths.append((float(m.p), width))
+        self.chain = chain_of(layers, lambda m: views[m][:2])
+        self._dropout_widths = dropout_inputs(layers)  # (p, width) of each dropout layer
 
     # ---- forward / backward -------------------------------------------------------
     def _forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None) -> tuple[torch.Tensor, list]:

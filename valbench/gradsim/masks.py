@@ -147,7 +147,7 @@ class HashDropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self.context
-        if not self.training or self.p == 0.0 or not ctx.enabled:
+        if not self.active():
             return x
         if self.p >= 1.0:
             return x * 0.0

@@ -38,45 +38,70 @@ Masks = Callable[[int, int], "torch.Tensor | None"]  # (k-th dropout layer, widt
 PROBE_RTOL = 1e-4  # chain output vs model output on the probe rows (same math, maybe another op order)
 
 
+class NotAChain(ValueError):
+    """The model is not a plain chain of the supported layers (the message says why)."""
+
+
 def _leaves(module: nn.Module) -> list[nn.Module]:
     kids = list(module.children())
     return [module] if not kids else [leaf for k in kids for leaf in _leaves(k)]
 
 
 def _kind(m: nn.Module) -> str | None:
-    if type(m) is nn.Linear:
+    if isinstance(m, nn.Linear):
         return "linear"
-    if type(m) in (HashDropout, nn.Dropout):
+    if isinstance(m, (HashDropout, nn.Dropout)):
         return "identity" if m.p == 0 else "dropout"
-    if type(m) in (FastMish, nn.Mish):
+    if isinstance(m, (FastMish, nn.Mish)):
         return "mish"
-    if type(m) in (nn.ReLU, nn.Tanh):
-        return type(m).__name__.lower()
-    if type(m) is nn.Identity:
+    if isinstance(m, nn.ReLU):
+        return "relu"
+    if isinstance(m, nn.Tanh):
+        return "tanh"
+    if isinstance(m, nn.Identity):
         return "identity"
-    if type(m) is nn.LayerNorm and not m.elementwise_affine and len(m.normalized_shape) == 1:
+    if isinstance(m, nn.LayerNorm) and not m.elementwise_affine and len(m.normalized_shape) == 1:
         return "layernorm"
     return None
 
 
-def chain_layers(model: nn.Module) -> Plan | None:
-    """The model's leaf modules as (kind, module), identities left out; None if one of
-    them is not a chain layer or no Linear layer ends the chain. The order is the
-    declaration order: whether forward() follows it is for the caller to check."""
+def chain_layers(model: nn.Module) -> Plan:
+    """The model's leaf modules as (kind, module), identities (and p = 0 dropout) left
+    out. Raises :class:`NotAChain` naming the first other layer, or when no Linear layer
+    ends the chain. The order is the declaration order: whether forward() follows it is
+    for the caller to check (every caller runs a probe)."""
     out = []
     for m in _leaves(model):
         kind = _kind(m)
         if kind is None:
-            return None
+            raise NotAChain(f"does not support layer {type(m).__name__}")
         if kind != "identity":
             out.append((kind, m))
-    return out if out and out[-1][0] == "linear" else None
+    if not out or out[-1][0] != "linear":
+        raise NotAChain("needs a network that ends in a Linear layer")
+    return out
 
 
-def chain_of(layers: Plan) -> Chain:
-    """The chain of ``chain_layers`` output, the Linear layers' own tensors as parameters."""
-    return [("linear", m.weight, m.bias) if kind == "linear" else ("layernorm", m.eps) if kind == "layernorm"
-            else (kind,) for kind, m in layers]
+def chain_of(layers: Plan, tensors: Callable[[nn.Module], tuple] | None = None) -> Chain:
+    """The chain of ``chain_layers`` output. A Linear layer's parameters are its own
+    weight and bias, or ``tensors(layer)`` = (weight, bias) when given."""
+    def linear(m: nn.Module) -> tuple:
+        return ("linear", *(tensors(m) if tensors is not None else (m.weight, m.bias)))
+
+    return [linear(m) if kind == "linear" else ("layernorm", m.eps) if kind == "layernorm" else (kind,)
+            for kind, m in layers]
+
+
+def dropout_inputs(layers: Plan) -> list[tuple[float, int]]:
+    """(p, width) of every dropout layer of ``chain_layers`` output; the width is the
+    out_features of the Linear layer before it (the first one's in_features if none)."""
+    out, width = [], next(m for kind, m in layers if kind == "linear").in_features
+    for kind, m in layers:
+        if kind == "linear":
+            width = m.out_features
+        elif kind == "dropout":
+            out.append((float(m.p), width))
+    return out
 
 
 @torch.no_grad()
@@ -160,13 +185,15 @@ def sequential_plan(model: nn.Module, probe: torch.Tensor) -> Plan | None:
     (a few input rows) to equal the chain's, dropout active. The model is left as it
     was (mode, mask context).
     """
-    layers = chain_layers(model)
-    if probe.dim() != 2 or layers is None:
+    try:
+        layers = chain_layers(model)
+    except NotAChain:
+        return None
+    if probe.dim() != 2:
         return None
     linears = [m for kind, m in layers if kind == "linear"]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    if {id(p) for m in linears for p in m.parameters()} != trainable or \
-            any(not p.requires_grad for m in linears for p in m.parameters()):
+    if {id(p) for m in linears for p in m.parameters()} != trainable:  # also: no frozen Linear
         return None
     drops = [m for kind, m in layers if kind == "dropout"]
     if any(type(m) is not HashDropout or m.p >= 1.0 for m in drops):
