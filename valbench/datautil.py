@@ -84,6 +84,22 @@ def binary_tabular_splits(seed: int, dataset: str, xd: np.ndarray, yd: np.ndarra
                   learner=Learner("mlp", xd.shape[1], 2, class_balance=True))
 
 
+def image_classification_splits(pix: Callable[[np.ndarray], np.ndarray], xd: np.ndarray, yd: np.ndarray,
+                                xt: np.ndarray, yt: np.ndarray, pools: tuple[np.ndarray, ...], width: int,
+                                encoder: object = None):
+    """10-class image splits (CIFAR-10, Fashion-MNIST): source rows ``pools[0]`` of the first
+    pool, target and test rows ``pools[1:]`` of the second, each through ``pix`` (raw
+    bytes -> float pixels); the reference protocol's image retraining recipe (MLP of
+    input ``width``, Adam 1e-3, batch 256, 100 epochs)."""
+    from valbench.models import Learner
+    from valbench.types import Split, Splits
+
+    src, tgt, tst = pools
+    learner = Learner("mlp", width, 10, lr=1e-3, batch_size=256, epochs=100)
+    return Splits(Split(pix(xd[src]), yd[src]), Split(pix(xt[tgt]), yt[tgt]), Split(pix(xt[tst]), yt[tst]),
+                  n_classes=10, learner=learner, encoder=encoder)
+
+
 # --- Files: where a dataset's files are looked for, their checksums, downloads ---------------
 
 OFFLINE_ENV = "VALBENCH_OFFLINE"

@@ -27,11 +27,10 @@ from typing import Literal
 import numpy as np
 
 from valbench import hookimpl
-from valbench.datautil import (check_sizes, dataset_dir, download, file_sha256, files_fingerprint, missing, sha256_bytes,
-                               split_pools)
+from valbench.datautil import (check_sizes, dataset_dir, download, file_sha256, files_fingerprint,
+                               image_classification_splits, missing, sha256_bytes, split_pools)
 from valbench.errors import DataError
-from valbench.models import Learner
-from valbench.types import Split, Splits
+from valbench.types import Splits
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"
@@ -204,15 +203,12 @@ class Cifar10:
     def load(self, seed: int) -> Splits:
         xd, yd, xt, yt = self.arrays()
         n_source = self.n_source or DEFAULT_SOURCE[self.representation]
-        src, tgt, tst = split_pools(seed, self.name, len(xd), len(xt), n_source, self.n_target, self.n_test)
-        pix = lambda a: (a.astype(np.float32) / 255.0)
+        pools = split_pools(seed, self.name, len(xd), len(xt), n_source, self.n_target, self.n_test)
         encoder, width = None, 3 * 32 * 32
         if self.representation == "inception":
             encoder, width = InceptionEncoder(inception_weights(self.weights)), 2048
-        # the reference protocol's CIFAR-10 retraining recipe: Adam 1e-3, batch 256, 100 epochs
-        learner = Learner("mlp", width, 10, lr=1e-3, batch_size=256, epochs=100)
-        return Splits(Split(pix(xd[src]), yd[src]), Split(pix(xt[tgt]), yt[tgt]), Split(pix(xt[tst]), yt[tst]),
-                      n_classes=10, learner=learner, encoder=encoder)
+        return image_classification_splits(lambda a: a.astype(np.float32) / 255.0, xd, yd, xt, yt, pools, width,
+                                           encoder)
 
 
 @hookimpl

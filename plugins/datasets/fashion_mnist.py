@@ -29,12 +29,11 @@ import torch
 from torch import nn
 
 from valbench import hookimpl
-from valbench.datautil import (cache_dir, check_sizes, dataset_dir, file_sha256, files_fingerprint, missing, sha256_bytes,
-                               split_pools)
+from valbench.datautil import (cache_dir, check_sizes, dataset_dir, file_sha256, files_fingerprint,
+                               image_classification_splits, missing, sha256_bytes, split_pools)
 from valbench.errors import DataError
-from valbench.models import Learner
 from valbench.seeding import derive_seed, rng, torch_generator
-from valbench.types import Split, Splits
+from valbench.types import Splits
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -204,7 +203,7 @@ class FashionMNIST:
         xd, yd, xt, yt = self.arrays()
         _, pool = self.pools()
         n_source = self.n_source or DEFAULT_SOURCE[self.representation]
-        src, tgt, tst = split_pools(seed, self.name, pool, len(xt), n_source, self.n_target, self.n_test)
+        pools = split_pools(seed, self.name, pool, len(xt), n_source, self.n_target, self.n_test)
         pad = (self.size - 28) // 2
 
         def pix(a: np.ndarray) -> np.ndarray:
@@ -212,9 +211,7 @@ class FashionMNIST:
             return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
 
         encoder, width = (self.encoder(), FEATURES) if self.representation == "cnn" else (None, self.size ** 2)
-        learner = Learner("mlp", width, 10, lr=1e-3, batch_size=256, epochs=100)
-        return Splits(Split(pix(xd[src]), yd[src]), Split(pix(xt[tgt]), yt[tgt]), Split(pix(xt[tst]), yt[tst]),
-                      n_classes=10, learner=learner, encoder=encoder)
+        return image_classification_splits(pix, xd, yd, xt, yt, pools, width, encoder)
 
 
 @hookimpl
