@@ -12,10 +12,11 @@ its output without an autograd graph:
 - backward steps work in place on tensors they own, and the first Linear layer's input
   gradient is never formed.
 
-Two users: :class:`SequentialEngine`, the DVGS fast engine on a chain (the target
-gradient and the per-sample terms follow from those inputs and signals, exactly as in
+Users: :class:`SequentialEngine`, the DVGS fast engine on a chain (the target gradient
+and the per-sample terms follow from those inputs and signals, exactly as in
 :class:`~valbench.gradsim.fast.FastEngine`), and valbench.fastfit's flat MLP trainer
-(the weight gradients). Whether a model is such a chain is not guessed from its modules
+(the weight gradients); valbench.batched reads its layer sequence with
+:func:`chain_layers` too. Whether a model is such a chain is not guessed from its modules
 alone: :func:`sequential_plan` runs a few probe rows through the model and through the
 chain, with dropout active, and uses the chain only if the outputs agree.
 """
