@@ -5,8 +5,8 @@ full-batch Adam steps at lr 1e-4, 1000 leave-one-out models + 10 full-data model
 
 Paths timed in one process, interleaved, ``--repeats`` times (medians reported):
   one-at-a-time (port)  the DVGS port's loop: nn.Module in train mode, nn.Dropout, Adam
-  one-at-a-time (same)  valbench.batched.train_single: same recipe and masks as batched
-  batched (eager)       valbench.batched.train_stacked, --batch models per computation
+  one-at-a-time (same)  valbench.training.stacked.train_single: same recipe and masks as batched
+  batched (eager)       valbench.training.stacked.train_stacked, --batch models per computation
   batched (compiled)    the same with torch.compile (compilation time reported apart)
   matrix products only  the GEMMs of the batched path alone: the ceiling of batching here
 Each one-at-a-time path trains ``--single`` models per repeat and each batched path one
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from valbench.batched import Recipe, compile_status, train_single, train_stacked
+from valbench.training.stacked import FullBatchRecipe, compile_status, train_single, train_stacked
 from valbench_plugins.datasets.adult import Adult
+from valbench.training.models import build_model
 
 N_FULL = 10
 
@@ -58,7 +59,7 @@ def main() -> None:
     y = torch.tensor(np.asarray(splits.source.y), dtype=torch.long)
     n = len(x)
     learner = splits.learner
-    recipe = Recipe(steps=args.steps, lr=1e-4, dropout="shared")
+    recipe = FullBatchRecipe(steps=args.steps, lr=1e-4, dropout="shared")
     n_models = n + N_FULL
     print(f"LOO at exp1 size: {n} source x {x.shape[1]} features, {args.steps} full-batch steps, "
           f"{n_models} models; torch {torch.__version__}, {args.threads} threads, load average "
@@ -71,18 +72,18 @@ def main() -> None:
         t, c = time.perf_counter(), time.process_time()
         for k in range(args.single):
             rows = loo_rows(rep * args.single + k)
-            port_fit(learner.build(0), x[rows], y[rows], args.steps, 1e-4)
+            port_fit(build_model(learner, 0), x[rows], y[rows], args.steps, 1e-4)
         return (time.perf_counter() - t) / args.single, (time.process_time() - c) / args.single
 
     def one_same(rep: int) -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
         for k in range(args.single):
-            train_single(learner.build(0), x, y, loo_rows(rep * args.single + k), supervised=True,
+            train_single(build_model(learner, 0), x, y, loo_rows(rep * args.single + k), supervised=True,
                          recipe=recipe, seed=0)
         return (time.perf_counter() - t) / args.single, (time.process_time() - c) / args.single
 
     def batched(compile: bool):
-        rec = Recipe(steps=args.steps, lr=1e-4, dropout="shared", compile=compile)
+        rec = FullBatchRecipe(steps=args.steps, lr=1e-4, dropout="shared", compile=compile)
 
         def run(rep: int) -> tuple[float, float]:
             start = (rep * args.batch) % n
@@ -90,14 +91,14 @@ def main() -> None:
             weight = torch.ones(m, n)
             weight[torch.arange(m), torch.arange(start, start + m)] = 0.0
             t, c = time.perf_counter(), time.process_time()
-            train_stacked(learner.build(0), x, y, torch.arange(n), weight, supervised=True, recipe=rec, seed=0)
+            train_stacked(build_model(learner, 0), x, y, torch.arange(n), weight, supervised=True, recipe=rec, seed=0)
             return (time.perf_counter() - t) / m, (time.process_time() - c) / m
         return run
 
     def gemm_only(rep: int) -> tuple[float, float]:
         """Only the matrix products of one batched training (same shapes, no elementwise
         layers, no optimiser): what batching cannot go below on this CPU."""
-        m, dims = args.batch, [x.shape[1]] + [lin.out_features for lin in learner.build(0).modules()
+        m, dims = args.batch, [x.shape[1]] + [lin.out_features for lin in build_model(learner, 0).modules()
                                               if isinstance(lin, torch.nn.Linear)]
         ws = [torch.randn(m, o, i) * 0.01 for i, o in zip(dims[:-1], dims[1:])]
         t, c = time.perf_counter(), time.process_time()
@@ -120,8 +121,8 @@ def main() -> None:
              "matrix products only": gemm_only}
     # warm-up (and compilation, timed apart)
     t = time.perf_counter()
-    small = Recipe(steps=2, lr=1e-4, dropout="shared", compile=True)
-    train_stacked(learner.build(0), x, y, torch.arange(n), torch.ones(args.batch, n), supervised=True,
+    small = FullBatchRecipe(steps=2, lr=1e-4, dropout="shared", compile=True)
+    train_stacked(build_model(learner, 0), x, y, torch.arange(n), torch.ones(args.batch, n), supervised=True,
                   recipe=small, seed=0)
     print(f"torch.compile warm-up (one-off per process, not in the timings): {time.perf_counter() - t:.1f} s")
     for fn in paths.values():  # warm-up: first-call costs (allocator, thread pool) not in the timings

@@ -41,7 +41,8 @@ from valbench.gradsim import driver
 from valbench.gradsim.dvgs import DVGSConfig, dvgs
 from valbench.gradsim.layers import prepare_model
 from valbench.gradsim.masks import sample_seeds
-from valbench.models import Learner
+from valbench.training.models import build_model, loss_function
+from valbench.types import Learner
 from valbench.timing import timed
 from valbench.types import Split, ValuationTask
 
@@ -89,13 +90,13 @@ def med(samples: list[Timing2]) -> Timing2:
 def floor_s(task: ValuationTask, repeats: int, with_target: bool = False) -> Timing2:
     """One forward + backward over the whole source set through the valued model (and,
     ``with_target``, the target batch too: the rows a DVGS step cannot avoid touching)."""
-    model = task.learner.build(0, task.device)
+    model = build_model(task.learner, 0, task.device)
     ctx, _ = prepare_model(model)
     parts = [task.source] + ([task.target] if with_target else [])
     x = torch.tensor(np.concatenate([p.x for p in parts]), device=task.device)
     y = torch.tensor(np.concatenate([p.y for p in parts]), device=task.device)
     ctx.seeds = sample_seeds(torch.arange(len(x), device=task.device), 1)
-    loss_fn = task.learner.loss("none")
+    loss_fn = loss_function(task.learner, "none")
     times = []
     for _ in range(repeats + 1):  # the first pass warms up
         sync(task.device)

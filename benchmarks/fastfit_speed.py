@@ -1,4 +1,4 @@
-"""Speed of DVRL's inner training: valbench.fastfit's hand-written trainer vs an autograd loop.
+"""Speed of DVRL's inner training: valbench.training.repeated's hand-written trainer vs an autograd loop.
 
 One DVRL inner fit at exp1 size: the paper's MLP (108-100-100-2, dropout 0.5, Mish,
 LayerNorm), 1000 source rows of which ~70% are selected, minibatches of 256, Adam.
@@ -16,8 +16,9 @@ import time
 import numpy as np
 import torch
 
-from valbench.fastfit import AutogradTrainer, FlatMLPTrainer, Recipe
-from valbench.models import Learner
+from valbench.training.repeated import AutogradTrainer, FlatMLPTrainer, MinibatchRecipe
+from valbench.training.models import build_model
+from valbench.types import Learner
 
 
 def main() -> None:
@@ -29,8 +30,8 @@ def main() -> None:
     x = torch.tensor((g.random((1000, 108)) < 0.13).astype(np.float32))
     y = torch.tensor(g.integers(0, 2, 1000))
     select = g.random(1000) < 0.7
-    model = Learner("mlp", 108, 2).build(0)
-    recipe = Recipe(lr=1e-3, epochs=args.epochs, batch_size=256)
+    model = build_model(Learner("mlp", 108, 2), 0)
+    recipe = MinibatchRecipe(lr=1e-3, epochs=args.epochs, batch_size=256)
     steps = args.epochs * 4
     runs = {"flat, 1 thread": (FlatMLPTrainer, 1), "autograd, 1 thread": (AutogradTrainer, 1),
             "flat, 2 threads": (FlatMLPTrainer, 2)}

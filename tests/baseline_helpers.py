@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.models import Learner
+from valbench.types import Learner
 from valbench.types import Split, ValuationTask
 
 

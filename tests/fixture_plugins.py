@@ -98,10 +98,10 @@ def register_valuers(register):
 
 
 @hookimpl
-def valbench_job_started(job):
+def job_started(job):
     Recorder.started.append(job.key)
 
 
 @hookimpl
-def valbench_job_finished(job, result):
+def job_finished(job, result):
     Recorder.finished.append((job.key, result.status))

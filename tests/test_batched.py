@@ -9,11 +9,13 @@ import pytest
 import torch
 from sklearn.metrics import r2_score, roc_auc_score
 
-from valbench.batched import Recipe, StackedNet, UnsupportedNetwork, mish_exp, train_single, train_stacked
-from valbench.batched_scoring import batched_performance, empty_set_score
-from valbench.models import Learner, performance
+from valbench.training.stacked import FullBatchRecipe, StackedNet, UnsupportedNetwork, mish_exp, train_single, train_stacked
+from valbench.training.scoring import batched_performance, empty_set_score
+from valbench.training.models import build_model, predict
+from valbench.types import Learner
+from valbench.training.scoring import performance
 from valbench.testing import easy_task
-from valbench.utility import source_tensors
+from valbench.training.utility import source_tensors
 
 PARAM_TOL = 1e-5
 
@@ -38,18 +40,18 @@ def _rows(w: torch.Tensor) -> torch.Tensor:
 def test_batched_equals_one_at_a_time(dropout):
     task, _ = easy_task(n_source=60, n_target=40)
     x, y = source_tensors(task)
-    recipe = Recipe(steps=60, lr=1e-3, dropout=dropout)
+    recipe = FullBatchRecipe(steps=60, lr=1e-3, dropout=dropout)
     w = _weights(len(x), 4)
-    net = train_stacked(task.learner.build(0), x, y, torch.arange(len(x)), w, supervised=True, recipe=recipe, seed=3)
+    net = train_stacked(build_model(task.learner, 0), x, y, torch.arange(len(x)), w, supervised=True, recipe=recipe, seed=3)
     xt = torch.tensor(np.asarray(task.target.x))
     batched_scores = batched_performance("auroc", torch.tensor(np.asarray(task.target.y)),
                                          net.predict(xt, True)).numpy()
     for j in range(4):
-        alone = train_single(task.learner.build(0), x, y, _rows(w[j]), supervised=True, recipe=recipe, seed=3)
-        copy = net.load_into(task.learner.build(0), j)
+        alone = train_single(build_model(task.learner, 0), x, y, _rows(w[j]), supervised=True, recipe=recipe, seed=3)
+        copy = net.load_into(build_model(task.learner, 0), j)
         assert _max_param_diff(alone, copy) < PARAM_TOL
-        assert _max_param_diff(alone, task.learner.build(0)) > 1e-3  # training moved the weights
-        single_score = performance("auroc", np.asarray(task.target.y), task.learner.predict(alone, task.target.x))
+        assert _max_param_diff(alone, build_model(task.learner, 0)) > 1e-3  # training moved the weights
+        single_score = performance("auroc", np.asarray(task.target.y), predict(task.learner, alone, task.target.x))
         assert abs(single_score - batched_scores[j]) < 1e-6
 
 
@@ -57,14 +59,14 @@ def test_shared_dropout_masks_follow_samples_not_positions():
     """Per-copy row lists (TMC prefixes of different permutations) train like shared rows."""
     task, _ = easy_task(n_source=30, n_target=20)
     x, y = source_tensors(task)
-    recipe = Recipe(steps=30, lr=1e-3, dropout="shared")
+    recipe = FullBatchRecipe(steps=30, lr=1e-3, dropout="shared")
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(0))
     index = torch.stack([perm, torch.arange(30)])
     weight = torch.stack([(torch.arange(30) < 12).float(), torch.ones(30)])
-    net = train_stacked(task.learner.build(0), x, y, index, weight, supervised=True, recipe=recipe, seed=0)
-    alone = train_single(task.learner.build(0), x, y, perm[:12], supervised=True, recipe=recipe, seed=0)
-    assert _max_param_diff(alone, net.load_into(task.learner.build(0), 0)) < PARAM_TOL
-    ref = train_stacked(task.learner.build(0), x, y, torch.arange(30), weight[1:], supervised=True,
+    net = train_stacked(build_model(task.learner, 0), x, y, index, weight, supervised=True, recipe=recipe, seed=0)
+    alone = train_single(build_model(task.learner, 0), x, y, perm[:12], supervised=True, recipe=recipe, seed=0)
+    assert _max_param_diff(alone, net.load_into(build_model(task.learner, 0), 0)) < PARAM_TOL
+    ref = train_stacked(build_model(task.learner, 0), x, y, torch.arange(30), weight[1:], supervised=True,
                         recipe=recipe, seed=0)
     assert all(torch.allclose(a[1], b[0], atol=PARAM_TOL) for a, b in zip(net.params, ref.params))
 
@@ -73,12 +75,12 @@ def test_autoencoder_batched_equals_one_at_a_time():
     g = np.random.default_rng(0)
     x = torch.as_tensor(g.standard_normal((40, 8)).astype(np.float32))
     learner = Learner("mlp-autoencoder", 8, 8, hidden=(6,), latent=3, dropout=0.0, norm=False)
-    recipe = Recipe(steps=40, lr=1e-2, dropout="shared")
+    recipe = FullBatchRecipe(steps=40, lr=1e-2, dropout="shared")
     w = _weights(40, 2)
-    net = train_stacked(learner.build(0), x, x, torch.arange(40), w, supervised=False, recipe=recipe, seed=0)
+    net = train_stacked(build_model(learner, 0), x, x, torch.arange(40), w, supervised=False, recipe=recipe, seed=0)
     for j in range(2):
-        alone = train_single(learner.build(0), x, x, _rows(w[j]), supervised=False, recipe=recipe, seed=0)
-        assert _max_param_diff(alone, net.load_into(learner.build(0), j)) < PARAM_TOL
+        alone = train_single(build_model(learner, 0), x, x, _rows(w[j]), supervised=False, recipe=recipe, seed=0)
+        assert _max_param_diff(alone, net.load_into(build_model(learner, 0), j)) < PARAM_TOL
 
 
 def test_unsupported_network_is_refused():
@@ -129,9 +131,9 @@ def test_compiled_equals_eager():
     task, _ = easy_task(n_source=50, n_target=30)
     x, y = source_tensors(task)
     w = _weights(len(x), 3)
-    nets = [train_stacked(task.learner.build(0), x, y, torch.arange(len(x)), w, supervised=True,
-                          recipe=Recipe(steps=40, lr=1e-3, compile=c), seed=0) for c in (False, True)]
-    from valbench.batched import compile_status
+    nets = [train_stacked(build_model(task.learner, 0), x, y, torch.arange(len(x)), w, supervised=True,
+                          recipe=FullBatchRecipe(steps=40, lr=1e-3, compile=c), seed=0) for c in (False, True)]
+    from valbench.training.stacked import compile_status
 
     assert compile_status() is None, compile_status()
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(nets[0].params, nets[1].params))
@@ -142,10 +144,10 @@ def test_batched_on_cuda_equals_one_at_a_time_on_cuda():
     task, _ = easy_task(n_source=60, n_target=40, device="cuda")
     x, y = source_tensors(task)
     w = _weights(len(x), 3).cuda()
-    recipe = Recipe(steps=40, lr=1e-3, dropout="shared")
-    net = train_stacked(task.learner.build(0, "cuda"), x, y, torch.arange(len(x), device="cuda"), w,
+    recipe = FullBatchRecipe(steps=40, lr=1e-3, dropout="shared")
+    net = train_stacked(build_model(task.learner, 0, "cuda"), x, y, torch.arange(len(x), device="cuda"), w,
                         supervised=True, recipe=recipe, seed=0)
     for j in range(3):
-        alone = train_single(task.learner.build(0, "cuda"), x, y, _rows(w[j].cpu()).cuda(), supervised=True,
+        alone = train_single(build_model(task.learner, 0, "cuda"), x, y, _rows(w[j].cpu()).cuda(), supervised=True,
                              recipe=recipe, seed=0)
-        assert _max_param_diff(alone, net.load_into(task.learner.build(0, "cuda"), j)) < 1e-4
+        assert _max_param_diff(alone, net.load_into(build_model(task.learner, 0, "cuda"), j)) < 1e-4

@@ -70,7 +70,7 @@ def test_fit_budget_gives_fewer_bags(params):
 
 def test_logistic_needs_labels():
     x = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
-    from valbench.models import default_learner
+    from valbench.training.models import default_learner
 
     task = ValuationTask(Split(x, x), Split(x, x), None, default_learner(3, None), "r2", 0, "cpu")
     with pytest.raises(ValueError, match="learner=logistic needs class labels"):

@@ -11,7 +11,8 @@ from valbench import hookimpl
 from valbench.errors import ConfigError, ValuationError
 from valbench.gradsim.dvgs import DVGSConfig, dvgs
 from valbench.gradsim.layers import prepare_model
-from valbench.models import ARCHITECTURES, Learner, default_learner
+from valbench.training.models import ARCHITECTURES, build_model, default_learner
+from valbench.types import Learner
 from valbench.testing import easy_task
 from valbench.types import Split, ValuationTask
 from valbench_plugins.valuers.dvgs import DVGS
@@ -28,7 +29,7 @@ def test_first_snapshot_is_taken_at_the_fresh_model_before_the_step():
     """One restart, one full-batch step: values = cos(g_i, g_t) at the initial weights."""
     task, _ = small_task()
     v = dvgs(task, DVGSConfig(restarts=1, epochs=1, target_batch=1000, dropout=False)).values
-    model = task.learner.build(task.seed)
+    model = build_model(task.learner, task.seed)
     prepare_model(model, dropout=False)
     params = list(model.parameters())
     xt, yt = torch.tensor(task.target.x), torch.tensor(task.target.y)
@@ -206,7 +207,7 @@ def test_unsupervised_runner_picks_the_conv_autoencoder_for_images():
     (job,) = expand(build_experiment(raw), registry, "cpu")
     cell = CellCache().cell(job)
     assert cell.learner.architecture == "conv-autoencoder" and cell.learner.in_shape == (3, 32, 32)
-    out = cell.learner.build(0)(torch.tensor(cell.source.x))
+    out = build_model(cell.learner, 0)(torch.tensor(cell.source.x))
     assert out.shape == (10, 3, 32, 32)
 
 

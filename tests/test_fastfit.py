@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.fastfit import AutogradTrainer, FlatMLPTrainer, Recipe, make_trainer, single_thread
-from valbench.models import Learner
+from valbench.training.repeated import AutogradTrainer, FlatMLPTrainer, MinibatchRecipe, make_trainer, single_thread
+from valbench.training.models import build_model
+from valbench.types import Learner
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +22,8 @@ def data(n=150, d=7, k=3, seed=0):
 @pytest.mark.parametrize("norm", [True, False])
 def test_gradient_equals_autograd_with_dropout_masks(norm):
     x, y = data()
-    model = Learner("mlp", 7, 3, hidden=(9, 5), dropout=0.5, norm=norm).build(0)
-    trainer = FlatMLPTrainer(model, Recipe(lr=1e-3, epochs=1, batch_size=32), "cpu")
+    model = build_model(Learner("mlp", 7, 3, hidden=(9, 5), dropout=0.5, norm=norm), 0)
+    trainer = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-3, epochs=1, batch_size=32), "cpu")
     masks = trainer._masks(len(x), np.random.default_rng(1), None)
     assert all(set(torch.unique(m).tolist()) == {0.0, 2.0} for m in masks)
     w = torch.rand(len(x))
@@ -45,8 +46,8 @@ def test_gradient_equals_autograd_with_dropout_masks(norm):
 @pytest.mark.parametrize("kind", ["plain", "select", "weight"])
 def test_training_equals_autograd_adam_without_dropout(kind):
     x, y = data()
-    model = Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0).build(3)
-    recipe = Recipe(lr=1e-2, epochs=5, batch_size=40)
+    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0), 3)
+    recipe = MinibatchRecipe(lr=1e-2, epochs=5, batch_size=40)
     select = np.random.default_rng(2).random(len(x)) < 0.6 if kind == "select" else None
     weight = torch.rand(len(x)) if kind == "weight" else None
     fast, slow = FlatMLPTrainer(model, recipe, "cpu"), AutogradTrainer(model, recipe, "cpu")
@@ -59,15 +60,15 @@ def test_training_equals_autograd_adam_without_dropout(kind):
 
 def test_fit_restarts_from_the_initial_weights_and_is_reproducible():
     x, y = data()
-    model = Learner("mlp", 7, 3).build(0)
-    t = FlatMLPTrainer(model, Recipe(lr=1e-3, epochs=3, batch_size=32), "cpu")
+    model = build_model(Learner("mlp", 7, 3), 0)
+    t = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-3, epochs=3, batch_size=32), "cpu")
     t.fit(x, y, np.random.default_rng(0))
     a = t.predict_proba(x)
     t.fit(x[:20], y[:20], np.random.default_rng(5))
     t.fit(x, y, np.random.default_rng(0))
     assert torch.equal(a, t.predict_proba(x))
     # eval mode: dropout off, so the untrained MLP predicts like the module in eval mode
-    fresh = FlatMLPTrainer(model, Recipe(lr=1e-3, epochs=0, batch_size=32), "cpu")
+    fresh = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-3, epochs=0, batch_size=32), "cpu")
     fresh.fit(x, y, np.random.default_rng(0))
     model.eval()
     assert torch.allclose(fresh.predict_proba(x), torch.softmax(model(x), 1), atol=1e-6)
@@ -75,9 +76,9 @@ def test_fit_restarts_from_the_initial_weights_and_is_reproducible():
 
 def test_fused_and_manual_adam_agree():
     x, y = data()
-    model = Learner("mlp", 7, 3, dropout=0.0).build(0)
-    a = FlatMLPTrainer(model, Recipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
-    b = FlatMLPTrainer(model, Recipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
+    model = build_model(Learner("mlp", 7, 3, dropout=0.0), 0)
+    a = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
+    b = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
     b.opt.fused = False
     assert a.opt.fused  # torch 2.13 has the fused kernel on CPU
     a.fit(x, y, np.random.default_rng(0))
@@ -87,17 +88,17 @@ def test_fused_and_manual_adam_agree():
 
 def test_selection_that_empties_an_epoch_trains_nothing():
     x, y = data()
-    model = Learner("mlp", 7, 3).build(0)
-    t = FlatMLPTrainer(model, Recipe(lr=1e-2, epochs=2, batch_size=32), "cpu")
+    model = build_model(Learner("mlp", 7, 3), 0)
+    t = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-2, epochs=2, batch_size=32), "cpu")
     t.fit(x, y, np.random.default_rng(0), select=np.zeros(len(x), dtype=bool))
     assert torch.equal(t.flat, t.init)
 
 
 def test_other_architectures_fall_back_to_autograd():
-    ae = Learner("mlp-autoencoder", 6, 6, hidden=(4,), latent=2).build(0)
-    mlp = Learner("mlp", 6, 2).build(0)
-    assert make_trainer(mlp, Recipe(1e-3, 1, 8), "cpu").engine == "flat-mlp"
-    assert make_trainer(ae, Recipe(1e-3, 1, 8), "cpu").engine == "autograd"
+    ae = build_model(Learner("mlp-autoencoder", 6, 6, hidden=(4,), latent=2), 0)
+    mlp = build_model(Learner("mlp", 6, 2), 0)
+    assert make_trainer(mlp, MinibatchRecipe(1e-3, 1, 8), "cpu").engine == "flat-mlp"
+    assert make_trainer(ae, MinibatchRecipe(1e-3, 1, 8), "cpu").engine == "autograd"
 
 
 def test_single_thread_restores_the_setting():
@@ -111,13 +112,13 @@ def test_single_thread_restores_the_setting():
 def test_cuda_training_equals_autograd_without_dropout():
     x, y = data()
     x, y = x.cuda(), y.cuda()
-    model = Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0).build(3, "cuda")
-    recipe = Recipe(lr=1e-2, epochs=5, batch_size=40)
+    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0), 3, "cuda")
+    recipe = MinibatchRecipe(lr=1e-2, epochs=5, batch_size=40)
     select = np.random.default_rng(2).random(len(x)) < 0.6
     fast, slow = FlatMLPTrainer(model, recipe, "cuda"), AutogradTrainer(model, recipe, "cuda")
     fast.fit(x, y, np.random.default_rng(7), select=select)
     slow.fit(x, y, np.random.default_rng(7), select=select)
     assert torch.allclose(fast.predict_proba(x), slow.predict_proba(x), atol=1e-4)
-    with_dropout = FlatMLPTrainer(Learner("mlp", 7, 3).build(0, "cuda"), recipe, "cuda")
+    with_dropout = FlatMLPTrainer(build_model(Learner("mlp", 7, 3), 0, "cuda"), recipe, "cuda")
     with_dropout.fit(x, y, np.random.default_rng(0), select=select)  # masks drawn on the device
     assert torch.isfinite(with_dropout.predict_proba(x)).all()

@@ -9,10 +9,12 @@ from torch import nn
 from valbench.gradsim import similarity
 from valbench.gradsim.driver import ChunkState, build_engine, choose_engine, fused_terms, source_terms
 from valbench.gradsim.engines import UnsupportedModel, check_model, select_parameters
-from valbench.gradsim.layers import FastMish, prepare_model
+from valbench.gradsim.layers import prepare_model
+from valbench.training.mish import FastMish
 from valbench.gradsim.masks import TARGET_ROWS, HashDropout, MaskContext, keep_mask, sample_seeds
 from valbench.gradsim.similarity import SIMILARITIES
-from valbench.models import Learner
+from valbench.training.models import build_model, loss_function
+from valbench.types import Learner
 
 # ---------------------------------------------------------------- masks and layers
 
@@ -71,7 +73,7 @@ def test_batchnorm_is_refused_with_the_layer_and_an_alternative():
 
 
 def test_parameter_selection():
-    model = Learner("mlp", 5, 2).build(0)
+    model = build_model(Learner("mlp", 5, 2), 0)
     assert len(select_parameters(model, "all")) == 6
     assert select_parameters(model, "last") == ["net.8.weight", "net.8.bias"]
     assert select_parameters(model, r"weight$") == ["net.0.weight", "net.4.weight", "net.8.weight"]
@@ -96,7 +98,7 @@ def _setup(arch: str, dtype=torch.float32, n: int = 24):
                           norm=False, in_shape=(3, 32, 32))
         x = torch.randn(n // 3, 3, 32, 32, generator=g)
         y = x
-    model = learner.build(0).to(dtype)
+    model = build_model(learner, 0).to(dtype)
     x = x.to(dtype)
     y = y.to(dtype) if arch != "mlp" else y
     ctx, _ = prepare_model(model)
@@ -105,7 +107,7 @@ def _setup(arch: str, dtype=torch.float32, n: int = 24):
     names = [n for n, _ in model.named_parameters()]
     # a target gradient: the mean loss gradient of a few other samples
     ctx.seeds = sample_seeds(TARGET_ROWS + torch.arange(len(x)), 1)
-    loss = learner.loss("mean")(model(x.flip(0)), y.flip(0))
+    loss = loss_function(learner, "mean")(model(x.flip(0)), y.flip(0))
     target = list(torch.autograd.grad(loss, list(model.parameters())))
     return learner, model, ctx, x, y, seeds, names, target
 
@@ -118,7 +120,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
 @pytest.mark.parametrize("arch", ["mlp", "mlp-autoencoder", "conv-autoencoder"])
 def test_fast_engine_equals_opacus_for_every_similarity(arch):
     learner, model, ctx, x, y, seeds, names, target = _setup(arch)
-    loss = learner.loss("none")
+    loss = loss_function(learner, "none")
     terms = {}
     for name in ("fast", "opacus"):
         engine = build_engine(name, model, loss, names, ctx)
@@ -136,7 +138,7 @@ def test_all_engines_agree_in_float64(arch):
     learner, model, ctx, x, y, seeds, names, target = _setup(arch, torch.float64, n=9)
     out = {}
     for name in ("naive", "opacus", "fast"):
-        engine = build_engine(name, model, learner.loss("none"), names, ctx)
+        engine = build_engine(name, model, loss_function(learner, "none"), names, ctx)
         out[name] = engine.terms(x, y, seeds, target)
         engine.close()
     for name in ("opacus", "fast"):
@@ -149,17 +151,17 @@ def test_fused_step_gives_the_autograd_target_gradient_and_the_same_terms(arch):
     learner, model, ctx, x, y, seeds, names, _ = _setup(arch, torch.float64)
     xt, yt = x[:7] * 0.5, y[:7]  # any target rows
     tseeds = sample_seeds(TARGET_ROWS + torch.arange(7), 1)
-    engine = build_engine("fast", model, learner.loss("none"), names, ctx, fusable=True)
+    engine = build_engine("fast", model, loss_function(learner, "none"), names, ctx, fusable=True)
     assert engine.fusable
     buffers = {"max_target": 7}
     state = ChunkState(5)  # the fused chunk and then more chunks
     for idx in (torch.tensor([6, 0, 3, 2, 5, 1, 4]), torch.tensor([4, 1, 2])):  # a full, then a short batch
         if arch == "mlp":  # class-balanced: torch's weighted-mean cross-entropy
             w = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-            ref_loss_fn = learner.loss("mean", class_weights=w)
+            ref_loss_fn = loss_function(learner, "mean", class_weights=w)
             coef = w[yt[idx]] / w[yt[idx]].sum()
         else:
-            ref_loss_fn = learner.loss("mean")
+            ref_loss_fn = loss_function(learner, "mean")
             coef = torch.full((len(idx),), 1 / len(idx), dtype=torch.float64)
         ctx.seeds = tseeds[idx]
         ref_loss = ref_loss_fn(model(xt[idx]), yt[idx])
@@ -206,8 +208,8 @@ def _plan_for(model: nn.Module, n_in: int = 6):
 
 
 def test_layer_chains_get_hand_written_passes_and_nothing_else_does():
-    assert _plan_for(Learner("mlp", 6, 3).build(0)) is not None  # Linear, dropout, Mish, LayerNorm
-    assert _plan_for(Learner("mlp-autoencoder", 6, 6, hidden=(5,), latent=3).build(0)) is not None
+    assert _plan_for(build_model(Learner("mlp", 6, 3), 0)) is not None  # Linear, dropout, Mish, LayerNorm
+    assert _plan_for(build_model(Learner("mlp-autoencoder", 6, 6, hidden=(5,), latent=3), 0)) is not None
     assert _plan_for(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4, bias=False), nn.Tanh(),
                                    nn.Linear(4, 2))) is not None
     assert _plan_for(_Residual()) is None  # same leaves, other forward: the probe tells
@@ -216,15 +218,15 @@ def test_layer_chains_get_hand_written_passes_and_nothing_else_does():
     frozen = nn.Sequential(nn.Linear(6, 4), nn.Mish(), nn.Linear(4, 2))
     frozen[0].requires_grad_(False)
     assert _plan_for(frozen) is None
-    conv = Learner("conv-autoencoder", 3 * 32 * 32, 3 * 32 * 32, hidden=(4, 4), latent=2,
-                   in_shape=(3, 32, 32)).build(0)
+    conv = build_model(Learner("conv-autoencoder", 3 * 32 * 32, 3 * 32 * 32, hidden=(4, 4), latent=2,
+                   in_shape=(3, 32, 32)), 0)
     prepare_model(conv)
     from valbench.gradsim.sequential import sequential_plan
     assert sequential_plan(conv, torch.randn(2, 3, 32, 32)) is None
 
 
 def test_the_plan_probe_leaves_the_mask_context_as_it_was():
-    model = Learner("mlp", 6, 3).build(0)
+    model = build_model(Learner("mlp", 6, 3), 0)
     ctx, _ = prepare_model(model)
     ctx.key, ctx.seeds = 41, sample_seeds(torch.arange(3), 1)
     from valbench.gradsim.sequential import sequential_plan
@@ -244,13 +246,13 @@ def test_hand_written_passes_equal_the_hooks_engine(arch):
         ctx.key = 99
         names = [n for n, _ in model.named_parameters()]
         ctx.seeds = sample_seeds(TARGET_ROWS + torch.arange(len(x)), 1)
-        target = list(torch.autograd.grad(learner.loss("mean")(model(x.flip(0)), y.flip(0)),
+        target = list(torch.autograd.grad(loss_function(learner, "mean")(model(x.flip(0)), y.flip(0)),
                                           list(model.parameters())))
     else:
         learner, model, ctx, x, y, seeds, names, target = _setup(arch, torch.float64)
     plan = sequential_plan(model, x[:3])
     assert plan is not None
-    loss = learner.loss("none")
+    loss = loss_function(learner, "none")
     hooks = build_engine("fast", model, loss, names, ctx, fusable=True)
     hand = build_engine("fast", model, loss, names, ctx, fusable=True, plan=plan)
     assert isinstance(hand, SequentialEngine) and not isinstance(hooks, SequentialEngine)
@@ -273,7 +275,7 @@ def test_selected_parameters_only():
     sel = [target[6 - 2], target[6 - 1]]
     res = {}
     for name in ("naive", "fast", "opacus"):
-        engine = build_engine(name, model, learner.loss("none"), names, ctx)
+        engine = build_engine(name, model, loss_function(learner, "none"), names, ctx)
         res[name] = engine.terms(x, y, seeds, sel)
         engine.close()
     assert torch.allclose(res["fast"][0], res["naive"][0]) and torch.allclose(res["opacus"][1], res["naive"][1])
@@ -302,7 +304,7 @@ def test_shared_layers_fall_back():
 
 def test_out_of_memory_halves_the_chunk_and_keeps_the_values():
     learner, model, ctx, x, y, seeds, names, target = _setup("mlp")
-    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    engine = build_engine("fast", model, loss_function(learner, "none"), names, ctx)
     ref = source_terms(engine, x, y, seeds, target, ChunkState(len(x)))
     real = engine.terms
 
@@ -335,11 +337,11 @@ def test_masks_and_terms_are_the_same_on_cuda():
     assert torch.equal(keep_mask(11, seeds.cuda(), 300, 0.5).cpu(), keep_mask(11, seeds, 300, 0.5))
     assert torch.equal(sample_seeds(torch.arange(5000).cuda(), 7).cpu(), seeds)
     learner, model, ctx, x, y, seeds, names, target = _setup("mlp", torch.float64)
-    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    engine = build_engine("fast", model, loss_function(learner, "none"), names, ctx)
     cpu = engine.terms(x, y, seeds, target)
     engine.close()
     model.cuda()
-    engine = build_engine("fast", model, learner.loss("none"), names, ctx)
+    engine = build_engine("fast", model, loss_function(learner, "none"), names, ctx)
     gpu = engine.terms(x.cuda(), y.cuda(), seeds.cuda(), [t.cuda() for t in target])
     for a, b in zip(gpu, cpu):
         assert torch.allclose(a.cpu(), b, rtol=1e-9)
@@ -347,7 +349,7 @@ def test_masks_and_terms_are_the_same_on_cuda():
 
 @pytest.mark.parametrize("fused", [None, False])
 def test_adam_matches_torch_optim_adam(fused):
-    from valbench.gradsim.adam import Adam
+    from valbench.training.adam import Adam
 
     g = torch.Generator().manual_seed(0)
     a = [torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)]

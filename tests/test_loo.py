@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from valbench.batched import Recipe, train_single
-from valbench.models import performance
+from valbench.training.stacked import FullBatchRecipe, train_single
+from valbench.training.models import build_model, predict
+from valbench.training.scoring import performance
 from valbench.testing import check_valuer, easy_task
-from valbench.utility import source_tensors
+from valbench.training.utility import source_tensors
 from valbench_plugins.valuers.loo import LOOValuer
 from tests.baseline_helpers import one_thread, tiny_task  # noqa: F401 (fixture)
 
@@ -17,12 +18,12 @@ def test_loo_equals_brute_force_definition(dropout):
     """value_i = mean_r v(D; masks r) - v(D without i; masks 0), each model trained alone."""
     task = tiny_task()
     x, y = source_tensors(task)
-    recipe = Recipe(steps=FAST["steps"], lr=FAST["lr"], dropout=dropout)
+    recipe = FullBatchRecipe(steps=FAST["steps"], lr=FAST["lr"], dropout=dropout)
 
     def v(rows, stream):
-        model = train_single(task.learner.build(task.seed), x, y, rows, supervised=True, recipe=recipe,
+        model = train_single(build_model(task.learner, task.seed), x, y, rows, supervised=True, recipe=recipe,
                              seed=task.seed, stream=stream)
-        return performance("auroc", np.asarray(task.target.y), task.learner.predict(model, task.target.x))
+        return performance("auroc", np.asarray(task.target.y), predict(task.learner, model, task.target.x))
 
     import torch
 

@@ -6,6 +6,7 @@ from valbench.testing import check_valuer, easy_task
 from valbench.types import Split, ValuationTask
 from valbench_plugins.valuers.confident_learning import ConfidentLearningValuer
 from valbench_plugins.valuers.target_loss import TargetLossValuer
+from valbench.training.models import predict
 
 
 def test_target_loss_conformance_and_definition():
@@ -15,11 +16,11 @@ def test_target_loss_conformance_and_definition():
     out = TargetLossValuer().value(task)
     assert out.fits == 1 and (out.values <= 0).all()
     # minus the cross-entropy of each source label under the model fitted on the target set
-    from valbench_plugins.valuers._fit_learner import TARGET_MODEL, fit_learner
+    from valbench.training.models import TARGET_MODEL, fit_learner
 
     model = fit_learner(task.learner, task.target.x, task.target.y, 2, seed=task.seed, device="cpu",
                         label=TARGET_MODEL)
-    p = task.learner.predict(model, task.source.x)
+    p = predict(task.learner, model, task.source.x)
     np.testing.assert_allclose(out.values, np.log(p[np.arange(60), task.source.y]), atol=1e-5)
     # confident-learning with the task's learner fitted on the target set is the same model
     cl = ConfidentLearningValuer(model="learner").value(task).values
@@ -27,7 +28,7 @@ def test_target_loss_conformance_and_definition():
 
 
 def test_target_loss_unsupervised_uses_reconstruction_error():
-    from valbench.models import default_learner
+    from valbench.training.models import default_learner
 
     g = np.random.default_rng(0)
     clean = g.standard_normal((80, 5)).astype(np.float32)
@@ -97,7 +98,7 @@ def test_multiclass_with_a_class_absent_from_the_fit():
     g = np.random.default_rng(0)
     xs, ys = g.standard_normal((30, 3)).astype(np.float32), np.array([0, 1, 2] * 10)
     xt, yt = g.standard_normal((20, 3)).astype(np.float32), np.array([0, 1] * 10)  # class 2 never in target
-    from valbench.models import Learner
+    from valbench.types import Learner
 
     task = ValuationTask(Split(xs, ys).frozen(), Split(xt, yt).frozen(), 3, Learner("mlp", 3, 3), "accuracy", 0)
     v = ConfidentLearningValuer().value(task).values

@@ -30,8 +30,8 @@ def test_parse_spec_rejects_malformed(bad):
 def test_resolve_coerces_and_fills_defaults(registry):
     r = resolve(registry, "dataset", "adult[n_source=500]")
     assert dict(r.params) == {"n_source": 500, "n_target": 400, "n_test": None, "path": None}
-    assert r.label() == "adult[n_source=500]"
-    assert resolve(registry, "dataset", "adult[n_test=none]").label() == "adult"
+    assert r.label == "adult[n_source=500]"
+    assert resolve(registry, "dataset", "adult[n_test=none]").label == "adult"
     assert resolve(registry, "corruption", "labels[rate=0.4]").params == (("rate", 0.4),)
 
 

@@ -4,6 +4,7 @@ import torch
 
 from valbench.grid import build_experiment, expand
 from valbench.runner import CellCache, run_job
+from valbench.training.models import build_model
 
 
 def jobs_for(registry, **raw):
@@ -27,8 +28,8 @@ def test_pairing_same_seed_same_data_for_every_valuer(fixture_registry):
         ca, cb = CellCache().cell(by["random", seed]), CellCache().cell(by["centroid", seed])
         assert np.array_equal(ca.source.x, cb.source.x) and np.array_equal(ca.source.y, cb.source.y)
         assert np.array_equal(ca.target.x, cb.target.x) and np.array_equal(ca.truth.values, cb.truth.values)
-        wa = ca.learner.build(seed).state_dict()
-        wb = cb.learner.build(seed).state_dict()
+        wa = build_model(ca.learner, seed).state_dict()
+        wb = build_model(cb.learner, seed).state_dict()
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     c0, c1 = CellCache().cell(by["random", 0]), CellCache().cell(by["random", 1])
     assert not np.array_equal(c0.truth.values, c1.truth.values)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.batched import Recipe
+from valbench.training.stacked import FullBatchRecipe
 from valbench.testing import check_valuer
-from valbench.utility import Utility
+from valbench.training.utility import Utility
 from valbench_plugins.valuers._tmc_stopping import Stopping
 from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer, run_tmc
 from tests.baseline_helpers import one_thread, tiny_task  # noqa: F401 (fixture)
@@ -54,7 +54,7 @@ def test_tmc_valuer_approaches_exact_shapley_of_the_trained_utility():
     """The real utility (a trained MLP, deterministic for a mask stream) on 5 samples."""
     task = tiny_task(n_source=5)
     params = dict(steps=20, lr=1e-2, full_models=1, dropout="off", compile=False)
-    util = Utility(task, Recipe(params["steps"], params["lr"], "off"))
+    util = Utility(task, FullBatchRecipe(params["steps"], params["lr"], "off"))
     labels = np.asarray(task.source.y)
     cache = {}
 

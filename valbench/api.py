@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 from valbench.executors import ProcessExecutor, SerialExecutor
-from valbench.grid import Experiment, Job, expand, resolve_device
+from valbench.grid import Experiment, expand, resolve_device
 from valbench.plugins import Registry, build_registry
 from valbench.provenance import provenance
-from valbench.runner import CellCache, JobResult, precheck
+from valbench.runner import CellCache, precheck
+from valbench.types import Job, JobResult
 from valbench.store import Store, check_store_path
 
 Progress = Callable[[Job, JobResult], None]
@@ -57,13 +58,13 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
         def started(job: Job) -> None:
             store.add_job(job)
             attempts[job.key] = store.start_attempt(job.key, prov)
-            registry.hook.valbench_job_started(job=job)
+            registry.hook.job_started(job=job)
 
         executor = ProcessExecutor(workers) if workers > 0 else SerialExecutor(cache)
         ok = failed = 0
         for job, result in executor.run(todo, started):
             store.finish_attempt(attempts[job.key], result)
-            registry.hook.valbench_job_finished(job=job, result=result)
+            registry.hook.job_finished(job=job, result=result)
             ok += result.status == "ok"
             failed += result.status != "ok"
             if progress:

@@ -93,7 +93,7 @@ class _Progress:
         wall = f"{result.timing.wall_s:.2f}s" if result.timing else "-"
         status = result.status if result.status == "ok" else f"FAILED: {result.error}"
         if self.bar is not None:
-            self.bar.set_postfix_str(job.valuer.label())
+            self.bar.set_postfix_str(job.valuer.label)
             self.bar.update(1)
             if result.status != "ok":
                 self.bar.write(f"{job.describe()}: {status}")

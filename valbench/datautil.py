@@ -75,7 +75,7 @@ def binary_tabular_splits(seed: int, dataset: str, xd: np.ndarray, yd: np.ndarra
                           yt: np.ndarray, n_source: int | None, n_target: int | None, n_test: int | None):
     """The paper's ADULT / BLOG protocol: source from the first pool, target and test from
     the second, one min-max scaler over the three, the class-balanced binary MLP learner."""
-    from valbench.models import Learner
+    from valbench.types import Learner
     from valbench.types import Split, Splits
 
     src, tgt, tst = split_pools(seed, dataset, len(xd), len(xt), n_source, n_target, n_test)
@@ -91,7 +91,7 @@ def image_classification_splits(pix: Callable[[np.ndarray], np.ndarray], xd: np.
     pool, target and test rows ``pools[1:]`` of the second, each through ``pix`` (raw
     bytes -> float pixels); the reference protocol's image retraining recipe (MLP of
     input ``width``, Adam 1e-3, batch 256, 100 epochs)."""
-    from valbench.models import Learner
+    from valbench.types import Learner
     from valbench.types import Split, Splits
 
     src, tgt, tst = pools

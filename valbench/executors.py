@@ -9,8 +9,8 @@ import multiprocessing as mp
 import os
 from typing import Callable, Iterator, Sequence
 
-from valbench.grid import Job
-from valbench.runner import CellCache, JobResult, run_job
+from valbench.types import Job, JobResult
+from valbench.runner import CellCache, run_job
 
 Started = Callable[[Job], None]
 

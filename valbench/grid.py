@@ -6,16 +6,15 @@ learning mode and device type. Order on the command line never changes it.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from valbench.errors import ConfigError
-from valbench.params import PluginSpec, Resolved, parse_spec, resolve, split_list
-from valbench.plugins import Registry
+from valbench.params import PluginSpec, parse_spec, resolve, split_list
+from valbench.plugins import Registry, option
+from valbench.types import Job, PluginConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,44 +44,6 @@ class Experiment:
             raise ConfigError("no seeds given; --seeds must be >= 1")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One cell of the grid, fully resolved."""
-
-    dataset: Resolved
-    corruption: Resolved
-    valuer: Resolved
-    metrics: tuple[Resolved, ...]
-    seed: int
-    mode: str
-    device: str
-    fingerprint: str
-    key: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"), default=str)
-        object.__setattr__(self, "key", hashlib.sha256(blob.encode()).hexdigest())
-
-    def config(self) -> dict[str, Any]:
-        """The canonical configuration that the key hashes (metrics are not part of it)."""
-        return {
-            "dataset": {**self.dataset.config(), "fingerprint": self.fingerprint},
-            "corruption": self.corruption.config(),
-            "valuer": self.valuer.config(),
-            "seed": self.seed,
-            "mode": self.mode,
-            "device": self.device,
-        }
-
-    @property
-    def cell(self) -> tuple:
-        """Jobs with the same cell share data, corruption and initialisation."""
-        return (self.dataset.params, self.dataset.name, self.corruption.name, self.corruption.params, self.seed, self.mode)
-
-    def describe(self) -> str:
-        return f"{self.dataset.label()} / {self.corruption.label()} / {self.valuer.label()} / seed {self.seed}"
 
 
 def parse_seeds(value: Any) -> tuple[int, ...]:
@@ -168,8 +129,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _unique(items: list[Resolved]) -> list[Resolved]:
-    seen: dict[tuple, Resolved] = {}
+def _unique(items: list[PluginConfig]) -> list[PluginConfig]:
+    seen: dict[tuple, PluginConfig] = {}
     for r in items:
         seen.setdefault((r.name, r.params), r)
     return list(seen.values())
@@ -186,16 +147,16 @@ def expand(exp: Experiment, registry: Registry, device: str) -> list[Job]:
         metrics = [resolve(registry, "metric", n) for n in registry.names("metric")]
     if exp.mode == "unsupervised":
         for r in [*corruptions, *valuers]:
-            if getattr(r.info.cls, "supervised_only", False):
-                raise ConfigError(f"{r.info.kind} '{r.name}' needs labels and cannot run in unsupervised mode")
+            if option(r, "supervised_only"):
+                raise ConfigError(f"{r.kind} '{r.name}' needs labels and cannot run in unsupervised mode")
     for c in corruptions:
-        if not any(m.info.cls.truth_kind == c.info.cls.truth_kind for m in metrics):
-            raise ConfigError(f"no metric scores corruption '{c.name}' (truth kind '{c.info.cls.truth_kind}')")
+        if not any(option(m, "truth_kind") == option(c, "truth_kind") for m in metrics):
+            raise ConfigError(f"no metric scores corruption '{c.name}' (truth kind '{option(c, 'truth_kind')}')")
     fingerprints = {d.params + (d.name,): d.build().fingerprint() for d in datasets}
     jobs = []
     for d in datasets:
         for c in corruptions:
-            fitting = tuple(m for m in metrics if m.info.cls.truth_kind == c.info.cls.truth_kind)
+            fitting = tuple(m for m in metrics if option(m, "truth_kind") == option(c, "truth_kind"))
             for v in valuers:
                 for seed in exp.seeds:
                     jobs.append(Job(d, c, v, fitting, seed, exp.mode, device, fingerprints[d.params + (d.name,)]))

@@ -1,7 +1,8 @@
-"""The plugin contract: one registration hook per plugin kind, plus job observers.
+"""The plugin contract, part 1: the hooks (part 2, the records and protocols, is
+:mod:`valbench.types`).
 
-A plugin is a module or object whose functions are marked with ``valbench.hookimpl``.
-Registration hooks receive a ``register`` callback and call it once per plugin class::
+A plugin is a module (or object) whose functions are marked with ``valbench.hookimpl``
+and that is installed with an entry point in the ``valbench`` group::
 
     from valbench import hookimpl
 
@@ -9,22 +10,28 @@ Registration hooks receive a ``register`` callback and call it once per plugin c
     def register_valuers(register):
         register(MyValuer)
 
-Each registered class names itself with a lowercase class attribute ``name`` and takes
-keyword-only constructor parameters (the protocols are in :mod:`valbench.types`).
-Observer hooks are notified of jobs; they never do the timed work.
+Naming rule: a hook is named for the moment it is called, as ``<verb>_<object>``
+(``register_valuers``, ``job_finished``); it never carries the project's prefix. Hooks
+are for discovery and observation only: none of them does timed work.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import pluggy
 
 from valbench import PROJECT
+from valbench.types import Job, JobResult
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 Register = Callable[[type], None]
 
+
+# --- Setup: once per process, when the registry is built ------------------------------------
+# Each hook receives ``register`` and calls it once per plugin class. The class is checked
+# against its protocol in valbench.types (name, required members, keyword-only constructor)
+# and a clear error names what is wrong; a name registered twice is an error.
 
 @hookspec
 def register_datasets(register: Register) -> None:
@@ -46,11 +53,15 @@ def register_metrics(register: Register) -> None:
     """Register metric classes (protocol :class:`valbench.types.Metric`)."""
 
 
+# --- Running: in the main process, around every job a run executes ---------------------------
+# Jobs already finished in the store are skipped and not announced. Observers must not
+# change what they are given (the records are frozen) and should return quickly.
+
 @hookspec
-def valbench_job_started(job: Any) -> None:
-    """Called in the main process before a job (:class:`valbench.grid.Job`) is run."""
+def job_started(job: Job) -> None:
+    """Called before ``job`` runs (serially: just before; with workers: when it is submitted)."""
 
 
 @hookspec
-def valbench_job_finished(job: Any, result: Any) -> None:
-    """Called in the main process after a job ran, with its :class:`valbench.runner.JobResult`."""
+def job_finished(job: Job, result: JobResult) -> None:
+    """Called after ``job`` ran, with its result (status "ok" or "failed"), once it is stored."""

@@ -3,11 +3,10 @@
 A spec is resolved against the plugin's constructor signature: keys must be its
 keyword-only parameters, values are converted to the annotated type, defaults are
 filled in, and the plugin's optional ``validate()`` method checks ranges. The result
-is a :class:`Resolved` plugin whose canonical config is what job keys hash.
+is a :class:`valbench.types.PluginConfig`, whose canonical config is what job keys hash.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import types
 import typing
@@ -15,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from valbench.errors import ConfigError, PluginError
-from valbench.plugins import PluginInfo, Registry
-
-Scalar = Union[bool, int, float, str, None]
+from valbench.plugins import PluginInfo, Registry, constructor_parameters
+from valbench.types import PluginConfig, Scalar
 
 
 @dataclass(frozen=True)
@@ -29,30 +27,6 @@ class PluginSpec:
 
     def __str__(self) -> str:
         return format_spec(self.name, dict(self.params))
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A plugin spec checked against its class: every parameter typed and filled in."""
-
-    info: PluginInfo
-    params: tuple[tuple[str, Scalar], ...]
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    def build(self) -> Any:
-        return self.info.cls(**dict(self.params))
-
-    def label(self) -> str:
-        """The name plus the parameters that differ from the defaults (for tables)."""
-        defaults = signature_defaults(self.info.cls)
-        changed = {k: v for k, v in self.params if defaults.get(k) != v}
-        return format_spec(self.name, changed)
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.info.version, "params": dict(self.params)}
 
 
 def format_spec(name: str, params: dict[str, Any]) -> str:
@@ -120,11 +94,7 @@ def parse_spec(text: str) -> PluginSpec:
 
 
 def signature_defaults(cls: type) -> dict[str, Any]:
-    return {
-        p.name: p.default
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is p.KEYWORD_ONLY
-    }
+    return {p.name: p.default for p in constructor_parameters(cls)}
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Scalar:
@@ -181,14 +151,21 @@ def _coerce(value: Any, annotation: Any, where: str) -> Scalar:
     raise PluginError(f"{where}: parameters must be annotated bool, int, float, str, Literal or Optional of those, not {annotation!r}")
 
 
-def resolve(registry: Registry, kind: str, spec: PluginSpec | str) -> Resolved:
+def configure(info: PluginInfo, params: dict[str, Scalar]) -> PluginConfig:
+    """The PluginConfig of ``info`` with ``params`` (every parameter, already typed)."""
+    defaults = signature_defaults(info.cls)
+    changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+    return PluginConfig(info.kind, info.name, info.version, tuple(sorted(params.items())),
+                        format_spec(info.name, changed), info.cls)
+
+
+def resolve(registry: Registry, kind: str, spec: PluginSpec | str) -> PluginConfig:
     """Check ``spec`` against the registered class; fill defaults; run ``validate()``."""
     if isinstance(spec, str):
         spec = parse_spec(spec)
     info = registry.get(kind, spec.name)
-    sig = inspect.signature(info.cls.__init__)
-    hints = typing.get_type_hints(info.cls.__init__)
-    accepted = {p.name: p for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+    hints = typing.get_type_hints(info.cls.__init__) if constructor_parameters(info.cls) else {}
+    accepted = {p.name: p for p in constructor_parameters(info.cls)}
     given = dict(spec.params)
     for key in given:
         if key not in accepted:
@@ -201,12 +178,11 @@ def resolve(registry: Registry, kind: str, spec: PluginSpec | str) -> Resolved:
             params[key] = _coerce(given[key], hints.get(key, type(p.default)), f"{spec.name}: {key}")
         else:
             params[key] = p.default
-    resolved = Resolved(info, tuple(sorted(params.items())))
+    resolved = configure(info, params)
     instance = resolved.build()
-    check = getattr(instance, "validate", None)
-    if callable(check):
+    if callable(getattr(instance, "validate", None)):
         try:
-            check()
+            instance.validate()
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{kind} '{resolved.label()}': {exc}") from None
+            raise ConfigError(f"{kind} '{resolved.label}': {exc}") from None
     return resolved

@@ -8,32 +8,87 @@ Nothing happens at import time: call :func:`build_registry`.
 """
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
 import importlib
 import importlib.metadata as md
 import inspect
 import os
 import re
+import textwrap
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pluggy
 
 from valbench import PROJECT, __version__, hookspecs
+from valbench import types as types_module
 from valbench.errors import PluginError
+from valbench.types import KINDS, PROTOCOLS
 
-KINDS = ("dataset", "corruption", "valuer", "metric")
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
-METHODS = {
-    "dataset": ("load", "fingerprint"),
-    "corruption": ("apply",),
-    "valuer": ("value",),
-    "metric": ("score",),
-}
-TRUTH_KINDS = ("mask", "noise")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 AUTOLOAD_ENV = "VALBENCH_DISABLE_PLUGIN_AUTOLOAD"
 EXTRA_ENV = "VALBENCH_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a plugin protocol in valbench.types, as declared there."""
+
+    name: str
+    method: bool
+    required: bool
+    annotation: Any  # attributes: the declared type
+    default: Any  # optional attributes: the value a plugin without it gets
+    doc: str
+
+
+@functools.lru_cache(maxsize=None)
+def members(kind: str) -> dict[str, Member]:
+    """Every member the harness may read of a ``kind`` plugin, from valbench.types."""
+    proto = PROTOCOLS[kind]
+    hints = typing.get_type_hints(proto, vars(types_module))
+    out: dict[str, Member] = {}
+    for base in reversed(proto.__mro__):
+        if base in (object, typing.Protocol, typing.Generic) or not issubclass(base, typing.Protocol):
+            continue
+        docs = _attribute_docs(base)
+        for name in getattr(base, "__annotations__", {}):
+            has_default = name in vars(base)
+            out[name] = Member(name, False, not has_default, hints[name], vars(base).get(name), docs.get(name, ""))
+        for name, fn in vars(base).items():
+            if inspect.isfunction(fn) and not name.startswith("_"):
+                out[name] = Member(name, True, not getattr(fn, "__optional__", False), None, None,
+                                   inspect.getdoc(fn) or "")
+    return out
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The string literal under each annotated attribute of ``cls`` (its documentation)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            out[stmt.target.id] = nxt.value.value
+    return out
+
+
+def option(plugin: Any, member: str) -> Any:
+    """The value of a declared member of a registered plugin (a PluginInfo or PluginConfig):
+    the class's own, else the protocol's default. Reading an undeclared member is a bug."""
+    declared = members(plugin.kind)
+    if member not in declared:
+        raise KeyError(f"'{member}' is not a member of the {plugin.kind} protocol in valbench.types")
+    return getattr(plugin.cls, member, declared[member].default)
 
 
 @dataclass(frozen=True)
@@ -134,8 +189,38 @@ def _hook_names() -> list[str]:
     return sorted(n for n, f in vars(hookspecs).items() if callable(f) and hasattr(f, f"{PROJECT}_spec"))
 
 
+def _conforms(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` has the declared type (the forms used in valbench.types)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is tuple:
+        item = typing.get_args(annotation)[0]
+        return isinstance(value, tuple) and all(_conforms(v, item) for v in value)
+    if origin is not None:  # Mapping[...] and the like: the container only
+        return isinstance(value, origin)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def constructor_parameters(cls: type) -> list[inspect.Parameter]:
+    """The keyword-only parameters of ``cls``'s constructor (none when it defines no __init__)."""
+    if cls.__init__ is object.__init__:
+        return []
+    return [p for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+
+
 def check_plugin_class(kind: str, cls: Any) -> None:
-    """Raise PluginError unless ``cls`` follows the protocol of ``kind``."""
+    """Raise PluginError unless ``cls`` declares every required member of ``kind``'s
+    protocol (valbench.types), with the declared types, and a keyword-only constructor."""
     if not inspect.isclass(cls):
         raise PluginError(f"{kind} plugins register classes, got {cls!r}")
     name = getattr(cls, "name", None)
@@ -143,14 +228,21 @@ def check_plugin_class(kind: str, cls: Any) -> None:
         raise PluginError(
             f"{kind} class {cls.__qualname__} needs a class attribute 'name' of lowercase letters, digits, '-' or '_', got {name!r}"
         )
-    for method in METHODS[kind]:
-        if not callable(getattr(cls, method, None)):
-            raise PluginError(f"{kind} '{name}' ({cls.__qualname__}) has no method '{method}'")
-    if kind in ("corruption", "metric") and getattr(cls, "truth_kind", None) not in TRUTH_KINDS:
-        raise PluginError(f"{kind} '{name}' needs a class attribute truth_kind in {TRUTH_KINDS}")
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.kind in (p.VAR_KEYWORD,):
+    for m in members(kind).values():
+        if m.method:
+            present = callable(getattr(cls, m.name, None))
+            if m.required and not present:
+                raise PluginError(f"{kind} '{name}' ({cls.__qualname__}) has no method '{m.name}'")
             continue
+        if not hasattr(cls, m.name):
+            if m.required:
+                raise PluginError(f"{kind} '{name}' ({cls.__qualname__}) needs a class attribute '{m.name}' ({m.doc})")
+            continue
+        value = getattr(cls, m.name)
+        if not _conforms(value, m.annotation):
+            shown = getattr(m.annotation, "__name__", None) or str(m.annotation).replace("typing.", "")
+            raise PluginError(f"{kind} '{name}': class attribute '{m.name}' must be {shown}, got {value!r}")
+    for p in constructor_parameters(cls):
         if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
             raise PluginError(
                 f"{kind} '{name}': constructor parameter '{p.name}' must be keyword-only with a default"

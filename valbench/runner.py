@@ -15,16 +15,18 @@ import torch
 
 from valbench.datautil import array_sha256, cached_array
 from valbench.errors import ConfigError, DataError, ValuationError
-from valbench.grid import Job
-from valbench.models import Learner, default_learner, default_metric
+from valbench.plugins import option
 from valbench.seeding import derive_seed, rng
-from valbench.timing import Timing, timed
-from valbench.types import Encoder, Split, Splits, Truth, Valuation, ValuationTask, readonly
+from valbench.timing import timed
+from valbench.training.models import default_learner
+from valbench.training.scoring import default_metric
+from valbench.types import (Encoder, Job, JobResult, Learner, PerformanceMetric, Split, Splits, Truth, Valuation,
+                            ValuationTask, readonly)
 
 
 @dataclass(frozen=True)
-class Cell:
-    """The prepared data of one grid cell; arrays are read-only."""
+class PreparedCell:
+    """The prepared data of one grid cell, shared by its jobs; arrays are read-only."""
 
     source: Split
     target: Split
@@ -32,22 +34,8 @@ class Cell:
     truth: Truth
     n_classes: int | None
     learner: Learner
-    metric: str
+    metric: PerformanceMetric
     source_annotations: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class JobResult:
-    key: str
-    status: str  # "ok" | "failed"
-    values: np.ndarray | None = None
-    truth: Truth | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    timing: Timing | None = None
-    fits: int | None = None
-    stopped_early: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
 
 
 def check_splits(splits: Splits, name: str) -> None:
@@ -102,25 +90,25 @@ class CellCache:
 
     def __init__(self) -> None:
         self._splits: dict[tuple, Splits] = {}
-        self._cells: dict[tuple, Cell] = {}
+        self._cells: dict[tuple, PreparedCell] = {}
 
     def splits(self, job: Job) -> Splits:
         k = (job.dataset.name, job.dataset.params, job.seed)
         if k not in self._splits:
             splits = job.dataset.build().load(job.seed)
-            check_splits(splits, job.dataset.label())
+            check_splits(splits, job.dataset.label)
             self._splits[k] = splits
         return self._splits[k]
 
-    def cell(self, job: Job) -> Cell:
+    def cell(self, job: Job) -> PreparedCell:
         if job.cell not in self._cells:
             self._cells[job.cell] = self._prepare(job)
         return self._cells[job.cell]
 
-    def _prepare(self, job: Job) -> Cell:
+    def _prepare(self, job: Job) -> PreparedCell:
         splits = self.splits(job)
         if job.mode == "supervised" and splits.n_classes is None:
-            raise DataError(f"dataset '{job.dataset.label()}' has no labels; value it with --mode unsupervised")
+            raise DataError(f"dataset '{job.dataset.label}' has no labels; value it with --mode unsupervised")
         corruption = job.corruption.build()
         n_classes = splits.n_classes if job.mode == "supervised" else None
         source, truth = corruption.apply(splits.source.frozen(), n_classes, rng(job.seed, "corruption", job.corruption.name))
@@ -128,7 +116,7 @@ class CellCache:
             raise DataError(f"corruption '{job.corruption.name}' changed the number of source samples")
         target, test = splits.target, splits.test
         if splits.encoder is not None:  # after the corruption: noise goes into the raw inputs
-            source, target, test = (encode_split(splits.encoder, s, job.device, job.dataset.label())
+            source, target, test = (encode_split(splits.encoder, s, job.device, job.dataset.label)
                                     for s in (source, target, test))
         n_features = int(np.prod(source.x.shape[1:]))
         # a dataset's own learner is used in the mode it was made for
@@ -139,7 +127,7 @@ class CellCache:
         else:
             learner = own or default_learner(n_features, n_classes)
         notes = {k: readonly(np.asarray(v)) for k, v in splits.source_annotations.items()}
-        return Cell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes),
+        return PreparedCell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes),
                     notes)
 
 
@@ -158,7 +146,7 @@ def as_valuation(out: Any, n_source: int) -> Valuation:
     return Valuation(values, valuation.fits, valuation.stopped_early, dict(valuation.info))
 
 
-def task_for(job: Job, cell: Cell) -> ValuationTask:
+def task_for(job: Job, cell: PreparedCell) -> ValuationTask:
     return ValuationTask(cell.source, cell.target, cell.n_classes, cell.learner, cell.metric, job.seed, job.device,
                          cell.source_annotations)
 
@@ -167,18 +155,17 @@ def precheck(job: Job, cache: CellCache) -> None:
     """Check the annotations the valuer requires (``requires_annotations``) and run its
     optional ``check(task)`` (data-dependent checks such as k <= n) before any work; a
     ValueError becomes a one-line ConfigError."""
-    required = tuple(getattr(job.valuer.info.cls, "requires_annotations", ()) or ())
+    required = option(job.valuer, "requires_annotations")
     have = cache.cell(job).source_annotations
     lacking = [n for n in required if n not in have]
     if lacking:
-        raise ConfigError(f"valuer '{job.valuer.label()}' needs the per-sample annotation '{lacking[0]}', which "
-                          f"dataset '{job.dataset.label()}' does not provide (it provides: {', '.join(sorted(have)) or 'none'})")
-    check = getattr(job.valuer.info.cls, "check", None)
-    if callable(check):
+        raise ConfigError(f"valuer '{job.valuer.label}' needs the per-sample annotation '{lacking[0]}', which "
+                          f"dataset '{job.dataset.label}' does not provide (it provides: {', '.join(sorted(have)) or 'none'})")
+    if option(job.valuer, "check") is not None:
         try:
             job.valuer.build().check(task_for(job, cache.cell(job)))
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"valuer '{job.valuer.label()}' cannot value {job.dataset.label()}: {exc}") from None
+            raise ConfigError(f"valuer '{job.valuer.label}' cannot value {job.dataset.label}: {exc}") from None
 
 
 def run_job(job: Job, cache: CellCache) -> JobResult:
@@ -196,9 +183,9 @@ def run_job(job: Job, cache: CellCache) -> JobResult:
         scores = {}
         for m in job.metrics:
             try:
-                scores[m.label()] = float(m.build().score(valuation.values, cell.truth))
+                scores[m.label] = float(m.build().score(valuation.values, cell.truth))
             except Exception as exc:
-                raise ValuationError(f"metric '{m.label()}' failed: {exc}") from exc
+                raise ValuationError(f"metric '{m.label}' failed: {exc}") from exc
     except Exception as exc:  # isolation: the grid goes on
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return JobResult(job.key, "failed", truth=cell.truth, timing=timing, error=detail)

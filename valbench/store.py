@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from valbench.errors import StoreError
+from valbench.types import Job, JobResult
 
 SCHEMA = "valbench-results"
 SCHEMA_VERSION = "1"
@@ -102,13 +103,13 @@ class Store:
     def done_keys(self) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT DISTINCT job_key FROM attempts WHERE status='ok'")}
 
-    def add_job(self, job: Any) -> None:
+    def add_job(self, job: Job) -> None:
         with self.con:
             self.con.execute(
                 "INSERT OR IGNORE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.key, json.dumps(job.config(), sort_keys=True, default=str),
-                 job.dataset.name, job.dataset.label(), job.corruption.name, job.corruption.label(),
-                 job.valuer.name, job.valuer.label(), job.seed, job.mode, job.device, time.time()),
+                 job.dataset.name, job.dataset.label, job.corruption.name, job.corruption.label,
+                 job.valuer.name, job.valuer.label, job.seed, job.mode, job.device, time.time()),
             )
 
     def start_attempt(self, job_key: str, provenance: dict[str, Any]) -> int:
@@ -119,7 +120,7 @@ class Store:
             )
         return int(cur.lastrowid)
 
-    def finish_attempt(self, attempt_id: int, result: Any) -> None:
+    def finish_attempt(self, attempt_id: int, result: JobResult) -> None:
         values_file = None
         if result.values is not None:
             self.values_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from valbench.types import Split, ValuationTask, readonly
 def easy_task(seed: int = 0, n_source: int = 200, n_target: int = 100, n_features: int = 6,
               device: str = "cpu") -> tuple[ValuationTask, np.ndarray]:
     """Two well-separated Gaussian classes; 20% of source labels flipped. Returns (task, mask)."""
-    from valbench.models import Learner
+    from valbench.types import Learner
 
     g = rng(seed, "conformance")
     def blobs(n: int) -> Split:

@@ -6,20 +6,11 @@ before the call through /proc/self/clear_refs; where that is not possible it is 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-
-@dataclass(frozen=True)
-class Timing:
-    wall_s: float
-    cpu_s: float
-    peak_rss_bytes: int | None  # process resident high-water mark during the call
-    base_rss_bytes: int | None  # resident memory just before the call
-    peak_device_bytes: int | None  # CUDA allocator peak during the call
-    threads: int
+from valbench.types import Timing
 
 
 def _status_kb(field: str) -> int | None:

@@ -25,7 +25,7 @@ import numpy as np
 from valbench import hookimpl
 from valbench.seeding import derive_seed
 from valbench.types import Valuation, ValuationTask
-from valbench_plugins.valuers._fit_learner import TARGET_MODEL, fit_learner
+from valbench.training.models import TARGET_MODEL, fit_learner, predict
 
 
 class ConfidentLearningValuer:
@@ -79,7 +79,7 @@ class ConfidentLearningValuer:
             return out
         learner = task.learner
         model = fit_learner(learner, x, y, k, seed=task.seed, device=task.device, label=label)
-        return learner.predict(model, x_out, device=task.device).astype(np.float64)
+        return predict(learner, model, x_out, device=task.device).astype(np.float64)
 
     def value(self, task: ValuationTask) -> Valuation:
         self.validate()

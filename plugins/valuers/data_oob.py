@@ -15,7 +15,7 @@ Base learners (``learner``):
             ``c``, unpenalised intercept), all bags of a batch solved together by
             L-BFGS in torch on the task's device; default B = 800.
   mlp       the task's learner (one fixed initialisation), bags trained as one
-            batched computation with the utility recipe of valbench.batched (``steps``
+            batched computation with the utility recipe of valbench.training.stacked (``steps``
             full-batch Adam steps at ``lr``, shared dropout masks); default B = 100
             because every bag is a full network fit. ``compile`` (off by default:
             only this learner uses it, and 100 fits barely repay compilation).
@@ -30,14 +30,15 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from valbench_plugins.valuers._progress import progress
+from valbench.progress import progress
 
 from valbench import hookimpl
-from valbench.batched import Recipe, engine_label, train_stacked
+from valbench.training.stacked import FullBatchRecipe, engine_label, train_stacked
 from valbench.budget import Budget, check_budget_params
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
-from valbench.utility import check_recipe_params, check_task, source_tensors
+from valbench.training.utility import check_recipe_params, check_task, source_tensors
+from valbench.training.models import build_model
 
 DEFAULT_BAGS = {"tree": 800, "logistic": 800, "mlp": 100}
 
@@ -181,8 +182,8 @@ class DataOOBValuer:
 
     def _mlp(self, task, draws, counts, scores, budget, bar) -> None:
         x, y = source_tensors(task)
-        model = task.learner.build(task.seed, task.device)
-        recipe = Recipe(self.steps, self.lr, "shared", self.compile)
+        model = build_model(task.learner, task.seed, task.device)
+        recipe = FullBatchRecipe(self.steps, self.lr, "shared", self.compile)
         index = torch.arange(len(x), device=task.device)
         for start, stop in self._batches(budget, self.models_per_batch):
             w = torch.as_tensor(counts[start:stop], dtype=torch.float32, device=task.device)

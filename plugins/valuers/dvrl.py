@@ -25,7 +25,7 @@ Faithful to the google-research reference as described in reference-protocol.md 
 Model fits: one for p_val, one for the baseline, one per outer iteration (2002 by
 default). ``max_fits`` / ``max_seconds`` stop the outer loop early (recorded). DVRL
 needs labels (the estimator's input is the label and the target model's error on it):
-supervised tasks only. The inner training uses valbench.fastfit (hand-written
+supervised tasks only. The inner training uses valbench.training.repeated (hand-written
 backward pass on one flat buffer), which is what makes 2000 x 100 epochs affordable.
 """
 from __future__ import annotations
@@ -38,11 +38,13 @@ from torch import nn
 
 from valbench import hookimpl
 from valbench.budget import Budget, check_budget_params
-from valbench.fastfit import Recipe, make_trainer, single_thread
-from valbench.models import performance, tensor
+from valbench.training.repeated import MinibatchRecipe, make_trainer, single_thread
+from valbench.training.models import build_model, tensor
+from valbench.training.scoring import performance
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
-from valbench_plugins.valuers._progress import progress
+from valbench.progress import progress
+from valbench.training.scoring import check_metric
 
 SETUP_FITS = 2  # p_val on the target set, the baseline on the whole source set
 
@@ -71,8 +73,8 @@ def check_metric_computable(task: ValuationTask, who: str) -> None:
             raise ValueError(
                 f"{who}'s reward is the target-set AUROC, which needs all {k} classes in the target set; "
                 f"it has only {sorted(present.tolist())}")
-    elif task.metric not in ("accuracy", "r2"):
-        raise ValueError(f"{who} cannot score metric {task.metric!r}; use auroc, accuracy or r2")
+    else:
+        check_metric(task.metric)
 
 
 class DVRLValuer:
@@ -132,9 +134,9 @@ class DVRLValuer:
         yt = tensor(task.target.y, torch.long, dev)
         y_target = np.asarray(task.target.y)
 
-        recipe = Recipe(lr=self.predictor_lr, epochs=self.inner_epochs,
+        recipe = MinibatchRecipe(lr=self.predictor_lr, epochs=self.inner_epochs,
                         batch_size=min(self.predictor_batch_size, n_target))
-        trainer = make_trainer(task.learner.build(task.seed, dev), recipe, dev)
+        trainer = make_trainer(build_model(task.learner, task.seed, dev), recipe, dev)
         inner = rng(task.seed, "dvrl", "predictor")
 
         def target_score() -> float:

@@ -3,7 +3,7 @@
 As in the DVGS port: v(S) is the target score of the task's learner after ``steps``
 full-batch Adam steps at ``lr`` from one fixed initialisation, and v(D) is averaged over
 ``full_models`` full-data models. The N leave-one-out models are trained
-``models_per_batch`` at a time as one batched computation (valbench.batched).
+``models_per_batch`` at a time as one batched computation (valbench.training.stacked).
 
 Dropout: "shared" (default) trains every model in train mode with the same dropout
 masks per source sample (mask stream 0; full-data replicate r uses stream r), so each
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from valbench import hookimpl
-from valbench.batched import Recipe, engine_label
+from valbench.training.stacked import FullBatchRecipe, engine_label
 from valbench.budget import Budget, check_budget_params
 from valbench.types import Valuation, ValuationTask
-from valbench.utility import Utility, check_recipe_params, check_task, full_fits
-from valbench_plugins.valuers._progress import progress
+from valbench.training.utility import Utility, check_recipe_params, check_task, full_fits
+from valbench.progress import progress
 
 
 class LOOValuer:
@@ -69,7 +69,7 @@ class LOOValuer:
         self.validate()
         self.check(task)
         budget = Budget(self.max_fits, self.max_seconds)
-        util = Utility(task, Recipe(self.steps, self.lr, self.dropout, self.compile), self.models_per_batch)
+        util = Utility(task, FullBatchRecipe(self.steps, self.lr, self.dropout, self.compile), self.models_per_batch)
         v_full = util.full(self.full_models)
         budget.spend(util.fits)
         n = util.n

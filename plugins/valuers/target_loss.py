@@ -13,7 +13,7 @@ import torch
 
 from valbench import hookimpl
 from valbench.types import Valuation, ValuationTask
-from valbench_plugins.valuers._fit_learner import TARGET_MODEL, fit_learner
+from valbench.training.models import TARGET_MODEL, fit_learner, loss_function
 
 CHUNK = 4096  # source samples per forward pass (bounds memory on large sets)
 
@@ -32,7 +32,7 @@ class TargetLossValuer:
         model = fit_learner(learner, task.target.x, task.target.y, task.n_classes, seed=task.seed,
                             device=dev, label=TARGET_MODEL)
         model.eval()
-        loss_fn = learner.loss(reduction="none")
+        loss_fn = loss_function(learner, reduction="none")
         dtype = torch.long if learner.supervised else torch.float32
         losses = []
         with torch.no_grad():

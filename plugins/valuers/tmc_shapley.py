@@ -3,7 +3,7 @@
 Each permutation adds the source samples one at a time; the marginal of a sample is
 v(prefix) - v(previous prefix), where v is the target score of the task's learner
 trained on the prefix (the DVGS port's utility: ``steps`` full-batch Adam steps at
-``lr`` from one fixed initialisation, see valbench.utility). The model is refitted only
+``lr`` from one fixed initialisation, see valbench.training.utility). The model is refitted only
 once every class of the source set is in the prefix; before that v = v(empty) (0.5 for
 AUROC, the target's majority rate for accuracy, 0 for R^2). Truncation: once
 |v(prefix) - v(D)| <= tolerance * |v(D)| for more than ``patience`` (5) consecutive
@@ -14,7 +14,7 @@ over permutations; the stopping rules are in _tmc_stopping (default: the referen
 
 Speed: ``permutations_per_batch`` permutations advance in lockstep, each contributing
 several consecutive prefixes to one batched fit of about ``models_per_batch`` models
-(valbench.batched), so prefixes of similar length train together. Prefix models past a
+(valbench.training.stacked), so prefixes of similar length train together. Prefix models past a
 truncation point inside a batch are trained but unused (they count as fits).
 
 Budget: ``max_fits`` / ``max_seconds`` stop between batched fits; a permutation cut by
@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from valbench import hookimpl
-from valbench.batched import Recipe, engine_label
+from valbench.training.stacked import FullBatchRecipe, engine_label
 from valbench.budget import Budget, check_budget_params
 from valbench.seeding import rng
 from valbench.types import Valuation, ValuationTask
-from valbench.utility import Utility, check_recipe_params, check_task, full_fits
-from valbench_plugins.valuers._progress import progress
+from valbench.training.utility import Utility, check_recipe_params, check_task, full_fits
+from valbench.progress import progress
 from valbench_plugins.valuers._tmc_stopping import DEFAULTS, Stopping
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], np.ndarray]  # (index (M, n), weight (M, n)) -> v (M,)
@@ -212,7 +212,7 @@ class TMCShapleyValuer:
         self.validate()
         self.check(task)
         budget = Budget(self.max_fits, self.max_seconds)
-        util = Utility(task, Recipe(self.steps, self.lr, self.dropout, self.compile), self.models_per_batch)
+        util = Utility(task, FullBatchRecipe(self.steps, self.lr, self.dropout, self.compile), self.models_per_batch)
         v_full = util.full(self.full_models)
         budget.spend(util.fits)
 

@@ -1,11 +1,11 @@
-"""Per-sample gradient similarities, shared by gradient-based valuers (DVGS first).
+"""The DVGS engine: per-sample gradient similarities (reusable by other gradient-based valuers).
 
 - :mod:`~valbench.gradsim.engines`: the naive loop and the Opacus materialising engine,
   model checks, parameter selection;
 - :mod:`~valbench.gradsim.fast`: the exact fast engine (no per-sample gradients);
 - :mod:`~valbench.gradsim.sequential`: hand-written forward/backward passes for plain
   layer chains (the fast engine's quicker path; also the flat MLP trainer's passes);
-- :mod:`~valbench.gradsim.layers` / :mod:`~valbench.gradsim.adam`: Mish in closed form,
+- :mod:`~valbench.gradsim.layers` / :mod:`~valbench.training.adam`: Mish in closed form,
   Adam without torch.optim;
 - :mod:`~valbench.gradsim.driver`: engine choice, memory-safe chunking;
 - :mod:`~valbench.gradsim.masks`: device-independent per-sample dropout masks;

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from valbench.errors import ValuationError
-from valbench.gradsim.adam import Adam
+from valbench.training.adam import Adam
 from valbench.gradsim.driver import ChunkState, EngineChoice, activation_bytes, build_engine, choose_engine
 from valbench.gradsim.driver import fused_terms, initial_chunk, source_terms
 from valbench.gradsim.fast import FastEngine
@@ -25,7 +25,7 @@ from valbench.gradsim.engines import select_parameters
 from valbench.gradsim.layers import prepare_model
 from valbench.gradsim.masks import TARGET_ROWS, MaskContext, mix64, sample_seeds
 from valbench.gradsim.similarity import SIMILARITIES, similarity
-from valbench.models import class_weights, tensor
+from valbench.training.models import build_model, class_weights, loss_function, tensor
 from valbench.seeding import derive_seed, torch_generator
 from valbench.types import Valuation, ValuationTask
 
@@ -78,7 +78,7 @@ def prepare(task: ValuationTask, config: DVGSConfig, restart: int, device: str) 
     if config.class_balance and not task.supervised:
         raise ValueError("class_balance=true needs labels; unsupervised tasks have none")
     seed = task.seed if restart == 0 else derive_seed(task.seed, "dvgs-restart", restart)
-    model = task.learner.build(seed, device)
+    model = build_model(task.learner, seed, device)
     context, dropout_layers = prepare_model(model, config.dropout)
     names = select_parameters(model, config.parameters)
     probe = tensor(task.source.x[:2], torch.float32, device)
@@ -131,7 +131,7 @@ def _start(task: ValuationTask, config: DVGSConfig, balance: bool) -> _Run:
     steps = config.restarts * config.epochs * -(-n_t // config.target_batch)
     return _Run(xs, ys, xt, yt, sample_seeds(torch.arange(n_s, device=device), mask_key),
                 sample_seeds(TARGET_ROWS + torch.arange(n_t, device=device), mask_key),
-                weights, task.learner.loss("none"),
+                weights, loss_function(task.learner, "none"),
                 torch.zeros(n_s, dtype=torch.float64, device=device),
                 torch.zeros(steps, dtype=torch.float64, device=device),
                 torch_generator(task.seed, "dvgs", "target-batches"), mask_key)

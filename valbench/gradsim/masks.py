@@ -141,6 +141,8 @@ class MaskContext:
 class HashDropout(nn.Module):
     """nn.Dropout with per-sample masks from :func:`keep_mask` (see the module docstring)."""
 
+    chain_kind = "dropout"  # what valbench.training.chain sees in it
+
     def __init__(self, p: float, context: MaskContext, layer: int):
         super().__init__()
         self.p, self.context, self.layer = float(p), context, layer

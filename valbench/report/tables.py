@@ -9,28 +9,20 @@ experiment (dataset x corruption). One column per valuer; cells are mean ± std
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from valbench.errors import ConfigError, StoreError
-from valbench.plugins import Registry
+from valbench.params import parse_spec
+from valbench.plugins import Registry, option
 
 FORMATS = ("markdown", "latex", "csv")
 
 
-@dataclass(frozen=True)
-class Cell:
-    mean: float
-    std: float
-    n: int
-    text: str
-
-
 def metric_for_table(registry: Registry, number: int) -> str:
-    names = [p.name for p in registry.all() if p.kind == "metric" and getattr(p.cls, "paper_table", None) == number]
+    names = [p.name for p in registry.all() if p.kind == "metric" and option(p, "paper_table") == number]
     if not names:
         raise ConfigError(f"no registered metric provides table {number}")
     if len(names) > 1:
@@ -85,8 +77,10 @@ def _with_fits(df: pd.DataFrame, rows: list[str], cells: pd.DataFrame) -> pd.Dat
     return out
 
 
-def build(df: pd.DataFrame, number: int, metric: str | None) -> tuple[list[str], list[list[str]], list[list[bool]], str]:
-    """Header, body cells, bold flags and a caption for table ``number``."""
+def build(df: pd.DataFrame, number: int, metric: str | None, higher_is_better: bool = True
+          ) -> tuple[list[str], list[list[str]], list[list[bool]], str]:
+    """Header, body cells, bold flags and a caption for table ``number`` (``higher_is_better``:
+    the metric's orientation, which decides the best cell of tables 1 and 2)."""
     if number in (1, 2):
         if metric not in df.columns or df[metric].notna().sum() == 0:
             raise StoreError(f"the store has no '{metric}' results for table {number}; run a corruption it scores")
@@ -95,8 +89,9 @@ def build(df: pd.DataFrame, number: int, metric: str | None) -> tuple[list[str],
         if number == 1 and df.groupby("dataset_label")["corruption_label"].nunique().max() > 1:
             rows.append("corruption_label")
         means, cells, ns = _cells(df, rows, metric, _score_text)
-        best_is_max = True
-        caption = f"Table {number}: {metric}, mean ± std over seeds (n); best in bold; higher is better."
+        best_is_max = higher_is_better
+        caption = (f"Table {number}: {metric}, mean ± std over seeds (n); best in bold; "
+                   f"{'higher' if higher_is_better else 'lower'} is better.")
     elif number == 3:
         if df.empty:
             raise StoreError("the store has no finished jobs for table 3")
@@ -156,4 +151,7 @@ def render(header: list[str], body: list[list[str]], bold: list[list[bool]], cap
 def table(df: pd.DataFrame, number: int, registry: Registry, fmt: str = "markdown", metric: str | None = None) -> str:
     if number in (1, 2) and metric is None:
         metric = metric_for_table(registry, number)
-    return render(*build(df, number, metric), fmt)
+    higher = True
+    if number in (1, 2):
+        higher = bool(option(registry.get("metric", parse_spec(metric).name), "higher_is_better"))
+    return render(*build(df, number, metric, higher), fmt)

@@ -5,7 +5,7 @@ second of CPU), which would be charged to the first valuation of every process. 
 is torch.optim.Adam's update (no weight decay, no amsgrad): torch's fused Adam kernel
 where it runs on the device (one call for all parameters; it agrees with the
 multi-tensor update to float32 rounding), else the multi-tensor update, op for op.
-Used by DVGS (valbench.gradsim.dvgs) and the flat MLP trainer (valbench.fastfit).
+Used by DVGS (valbench.gradsim.dvgs) and the flat MLP trainer (valbench.training.repeated).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The utility v(S) of retraining-based valuers: the target-set score (the task's metric)
 of the task's learner trained on the source subset S, many subsets at once.
 
-Every model starts from ONE initialisation (``task.learner.build(task.seed)``) and is
-trained with a :class:`valbench.batched.Recipe` (the DVGS port's utility: 200
+Every model starts from ONE initialisation (``build_model(task.learner, task.seed)``) and is
+trained with a :class:`valbench.training.stacked.FullBatchRecipe` (the DVGS port's utility: 200
 full-batch Adam steps at lr 1e-4), so v is a deterministic set function for a given
 mask stream. Used by ``loo`` and ``tmc-shapley``.
 """
@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from valbench.batched import Recipe, StackedNet, UnsupportedNetwork, layer_spec, train_stacked
-from valbench.batched_scoring import batched_performance, empty_set_score
-from valbench.models import targets, tensor
+from valbench.training.stacked import FullBatchRecipe, StackedNet, UnsupportedNetwork, layer_spec, train_stacked
+from valbench.training.models import build_model, targets, tensor
+from valbench.training.scoring import batched_performance, check_metric, empty_set_score
 from valbench.types import ValuationTask
 
 
@@ -39,10 +39,9 @@ def check_task(task: ValuationTask) -> None:
         raise ValueError(f"the target set has a single class ({int(y.flat[0])}); the AUROC utility needs two")
     if task.metric == "r2" and len(y) > 0 and float(np.var(y.reshape(len(y), -1), axis=0).sum()) == 0.0:
         raise ValueError("the target set has no variance; the R^2 utility is undefined")
-    if task.metric not in ("auroc", "accuracy", "r2"):
-        raise ValueError(f"unknown performance metric {task.metric!r}; use auroc, accuracy or r2")
+    check_metric(task.metric)
     try:
-        layer_spec(task.learner.build(task.seed, "cpu"))
+        layer_spec(build_model(task.learner, task.seed, "cpu"))
     except UnsupportedNetwork as exc:
         raise ValueError(f"learner '{task.learner.architecture}': {exc}") from None
 
@@ -62,12 +61,12 @@ def full_fits(replicates: int, dropout: str) -> int:
 class Utility:
     """v(S) for many subsets S at once, ``models_per_batch`` models per batched fit."""
 
-    def __init__(self, task: ValuationTask, recipe: Recipe, models_per_batch: int = 32):
+    def __init__(self, task: ValuationTask, recipe: FullBatchRecipe, models_per_batch: int = 32):
         self.task = task
         self.recipe = recipe
         self.models_per_batch = models_per_batch
         self.supervised = task.learner.supervised
-        self.model = task.learner.build(task.seed, task.device)  # the one fixed initialisation
+        self.model = build_model(task.learner, task.seed, task.device)  # the one fixed initialisation
         self.x, self.y = source_tensors(task)
         self.x_target = tensor(task.target.x, torch.float32, task.device).flatten(1)
         self.y_target = targets(task.target.y, self.supervised, task.device)

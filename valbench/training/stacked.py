@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from valbench.gradsim.layers import mish_parts
-from valbench.gradsim.sequential import NotAChain, Plan, chain_layers, dropout_inputs
+from valbench.training.mish import mish_parts
+from valbench.training.chain import NotAChain, Plan, chain_layers, dropout_inputs
 from valbench.seeding import torch_generator
 
 DropoutMode = Literal["shared", "off"]
@@ -54,7 +54,7 @@ def _chain(model: nn.Module) -> Plan:
 
 def layer_spec(model: nn.Module) -> tuple[Spec, list[nn.Linear]]:
     """The layer sequence of ``model`` and its Linear layers, in declaration order
-    (valbench.gradsim.sequential.chain_layers: the same layers, the same checks)."""
+    (valbench.training.chain.chain_layers: the same layers, the same checks)."""
     layers = _chain(model)
     spec = tuple(("dropout", float(m.p)) if kind == "dropout" else ("layernorm", float(m.eps))
                  if kind == "layernorm" else (kind,) for kind, m in layers)
@@ -72,7 +72,7 @@ def dropout_widths(spec: Spec) -> list[tuple[int, float]]:
 
 
 def mish_exp(a: torch.Tensor) -> torch.Tensor:
-    """Mish with one exp (valbench.gradsim.layers.mish_parts), equal to F.mish within
+    """Mish with one exp (valbench.training.mish.mish_parts), equal to F.mish within
     float32 rounding. Compiled, it fuses into one vectorised loop, unlike aten's mish
     (~3x faster per element on CPU)."""
     return a * mish_parts(a)[0]
@@ -176,7 +176,7 @@ def engine_label(compile: bool) -> str:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class FullBatchRecipe:
     """How each copy is trained: ``steps`` full-batch Adam steps at ``lr``."""
 
     steps: int = 200
@@ -264,7 +264,7 @@ class StackedNet:
 
 
 def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                  weight: torch.Tensor, *, supervised: bool, recipe: Recipe, seed: int,
+                  weight: torch.Tensor, *, supervised: bool, recipe: FullBatchRecipe, seed: int,
                   stream: object = 0) -> StackedNet:
     """Train ``weight.shape[0]`` copies of ``model`` (its current weights) at once.
 
@@ -298,7 +298,7 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
 
 
 def train_single(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, *,
-                 supervised: bool, recipe: Recipe, seed: int, stream: object = 0) -> nn.Module:
+                 supervised: bool, recipe: FullBatchRecipe, seed: int, stream: object = 0) -> nn.Module:
     """The one-at-a-time path: train ``model`` in place on source rows ``rows`` (a 1-D
     index, repeats allowed) with the same recipe and mask stream as :func:`train_stacked`.
 

@@ -1,13 +1,12 @@
-"""Shared torch building blocks: the paper's models, its training recipe, and scoring.
+"""The paper's models and the functions that build, fit and predict with a
+:class:`valbench.types.Learner` (its torch-free description).
 
-A :class:`Learner` is the paper's "learning algorithm": an architecture plus the
-recipe that trains it. Valuers and the filtering metric share it, so a method never
-wins because it trained a different model.
+Valuers and the filtering metric share these, so a method never wins because it trained
+a different model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,9 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from valbench.seeding import derive_seed, torch_generator
-
-Architecture = Literal["mlp", "mlp-autoencoder", "conv-autoencoder"]
-PerformanceMetric = Literal["auroc", "accuracy", "r2"]
+from valbench.types import Learner
 
 
 class MLP(nn.Module):
@@ -92,93 +89,88 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(self.encoder(x.reshape(-1, *self.in_shape))).view_as(x)
 
 
-ARCHITECTURES: dict[str, Callable[["Learner"], nn.Module]] = {
+ARCHITECTURES: dict[str, Callable[[Learner], nn.Module]] = {
     "mlp": lambda l: MLP(l.in_features, l.out_features, l.hidden, l.dropout, l.norm),
     "mlp-autoencoder": lambda l: MLPAutoencoder(l.in_features, l.hidden, l.latent),
     "conv-autoencoder": lambda l: ConvAutoencoder(l.in_shape, l.hidden, l.latent),
 }
 
 
-@dataclass(frozen=True)
-class Learner:
-    """An architecture and its training recipe (defaults: the paper's ADULT/BLOG retrain).
+def build_model(learner: Learner, seed: int, device: str = "cpu") -> nn.Module:
+    """A freshly initialised model of ``learner``; the same seed gives the same weights
+    (``build_model(task.learner, task.seed)`` is the initialisation every valuer of a
+    cell shares)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        model = ARCHITECTURES[learner.architecture](learner)
+    return model.to(device)
 
-    ``supervised`` learners map x to logits over ``out_features`` classes and train with
-    cross-entropy; unsupervised ones reconstruct x and train with MSE.
-    """
 
-    architecture: str
-    in_features: int
-    out_features: int
-    hidden: tuple[int, ...] = (100, 100)
-    dropout: float = 0.5
-    norm: bool = True
-    latent: int = 32
-    lr: float = 1e-4
-    epochs: int = 200
-    batch_size: int = 250
-    class_balance: bool = False
-    in_shape: tuple[int, ...] = ()  # per-sample input shape; needed by conv-autoencoder
+def loss_function(learner: Learner, reduction: str = "mean", class_weights: torch.Tensor | None = None) -> nn.Module:
+    """Cross-entropy (supervised learners) or MSE over features per sample (autoencoders)."""
+    if learner.supervised:
+        return nn.CrossEntropyLoss(weight=class_weights, reduction=reduction)
+    return _MSEPerSample(reduction)
 
-    @property
-    def supervised(self) -> bool:
-        return not self.architecture.endswith("autoencoder")
 
-    def with_recipe(self, **changes: object) -> "Learner":
-        return replace(self, **changes)
-
-    def build(self, seed: int, device: str = "cpu") -> nn.Module:
-        """A freshly initialised model; the same seed gives the same weights."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "init"))
-            model = ARCHITECTURES[self.architecture](self)
-        return model.to(device)
-
-    def loss(self, reduction: str = "mean", class_weights: torch.Tensor | None = None) -> nn.Module:
-        if self.supervised:
-            return nn.CrossEntropyLoss(weight=class_weights, reduction=reduction)
-        return _MSEPerSample(reduction)
-
-    def fit(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int, device: str = "cpu",
-            sample_weight: np.ndarray | None = None) -> nn.Module:
-        """Train ``model`` in place with this recipe (Adam, mini-batches reshuffled each epoch).
-
-        Every random choice (batch order, dropout masks) comes from ``seed``; the global
-        torch generators are left as they were."""
-        devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(seed, "fit-dropout"))
-            return self._fit(model, x, y, seed=seed, device=device, sample_weight=sample_weight)
-
-    def _fit(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int, device: str,
-             sample_weight: np.ndarray | None) -> nn.Module:
+def fit_model(learner: Learner, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int,
+              device: str = "cpu", sample_weight: np.ndarray | None = None) -> nn.Module:
+    """Train ``model`` in place with ``learner``'s recipe (Adam, mini-batches reshuffled
+    each epoch). Every random choice (batch order, dropout masks) comes from ``seed``;
+    the global torch generators are left as they were."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(derive_seed(seed, "fit-dropout"))
         xt = tensor(x, torch.float32, device)
-        yt = targets(y, self.supervised, device)
+        yt = targets(y, learner.supervised, device)
         wt = None if sample_weight is None else tensor(sample_weight, torch.float32, device)
-        loss_fn = self.loss(reduction="none")
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        loss_fn = loss_function(learner, reduction="none")
+        opt = torch.optim.Adam(model.parameters(), lr=learner.lr)
         gen = torch_generator(seed, "fit-batches")
         n = len(xt)
         model.train()
-        for _ in range(self.epochs):
+        for _ in range(learner.epochs):
             order = torch.randperm(n, generator=gen).to(device)
-            for start in range(0, n, self.batch_size):
-                idx = order[start:start + self.batch_size]
+            for start in range(0, n, learner.batch_size):
+                idx = order[start:start + learner.batch_size]
                 per_sample = loss_fn(model(xt[idx]), yt[idx])
                 loss = per_sample.mean() if wt is None else (per_sample * wt[idx]).sum() / wt[idx].sum().clamp_min(1e-12)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        return model
+    return model
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
-        """Class probabilities (n, K) for supervised learners, reconstructions otherwise."""
-        model.eval()
-        out = model(tensor(x, torch.float32, device))
-        if self.supervised:
-            out = torch.softmax(out, dim=1)
-        return out.cpu().numpy()
+
+@torch.no_grad()
+def predict(learner: Learner, model: nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Class probabilities (n, K) for supervised learners, reconstructions otherwise."""
+    model.eval()
+    out = model(tensor(x, torch.float32, device))
+    if learner.supervised:
+        out = torch.softmax(out, dim=1)
+    return out.cpu().numpy()
+
+
+# The stream of the one model fitted on the target set. target-loss and
+# confident-learning[model=learner] share it, so they use the very same model: their
+# values are then monotone transforms of each other (-CE = log p(y)), by design.
+TARGET_MODEL = "target-model"
+
+
+def fit_learner(learner: Learner, x: np.ndarray, y: np.ndarray, n_classes: int | None, *, seed: int,
+                device: str, label: str) -> nn.Module:
+    """The task's model from its seeded initialisation, trained on (x, y) with the learner's
+    recipe (:func:`fit_model`, seeded by (seed, ``label``)), on one thread on CPU. A
+    class-balanced learner (ADULT, BLOG) weights each sample by w_c = n / (K n_c) of its
+    class, as DVGS weights its target loss."""
+    from valbench.training.repeated import single_thread
+
+    model = build_model(learner, seed, device)
+    weight = None
+    if learner.class_balance and n_classes is not None:
+        weight = class_weights(y, n_classes)[np.asarray(y, dtype=np.int64)]
+    with single_thread(device):
+        return fit_model(learner, model, x, y, seed=derive_seed(seed, label), device=device, sample_weight=weight)
 
 
 class _MSEPerSample(nn.Module):
@@ -215,31 +207,6 @@ def default_learner(in_features: int, n_classes: int | None, in_shape: tuple[int
         return Learner("mlp-autoencoder", in_features, in_features, hidden=(250,), dropout=0.0,
                        norm=False, lr=1e-3, epochs=300, batch_size=500)
     return Learner("mlp", in_features, n_classes)
-
-
-def default_metric(n_classes: int | None) -> PerformanceMetric:
-    """AUROC for binary tasks, accuracy for multi-class, R^2 for reconstruction."""
-    if n_classes is None:
-        return "r2"
-    return "auroc" if n_classes == 2 else "accuracy"
-
-
-def performance(metric: str, y_true: np.ndarray, output: np.ndarray) -> float:
-    """Score model output (probabilities or reconstructions) against the truth."""
-    from sklearn.metrics import r2_score, roc_auc_score
-
-    if metric == "auroc":
-        if len(np.unique(y_true)) < 2:
-            raise ValueError("AUROC needs both classes in the evaluation set")
-        if output.shape[1] == 2:
-            return float(roc_auc_score(y_true, output[:, 1]))
-        return float(roc_auc_score(y_true, output, multi_class="ovr", labels=np.arange(output.shape[1])))
-    if metric == "accuracy":
-        return float(np.mean(output.argmax(axis=1) == y_true))
-    if metric == "r2":
-        return float(r2_score(y_true.reshape(len(y_true), -1), output.reshape(len(output), -1),
-                              multioutput="variance_weighted"))
-    raise ValueError(f"unknown performance metric {metric!r}; use auroc, accuracy or r2")
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:

@@ -1,13 +1,48 @@
-"""Scores of M models at once on one evaluation set, so that scoring never becomes the
-bottleneck of batched training. Each function equals :func:`valbench.models.performance`
-applied to every model in turn (tests check this against scikit-learn).
+"""How a learner is judged on an evaluation set: the one performance-metric vocabulary
+(:data:`valbench.types.PERFORMANCE_METRICS`: "auroc", "accuracy", "r2").
 
-``out`` is (M, n, K) class probabilities or (M, n, d) reconstructions; the result is a
-float64 tensor (M,).
+:func:`performance` scores one model's output with scikit-learn; the ``batched_*``
+functions score M models at once, so that scoring never becomes the bottleneck of
+stacked training (each equals :func:`performance` applied to every model in turn; the
+tests check this). ``out`` is (M, n, K) class probabilities or (M, n, d)
+reconstructions; batched results are float64 tensors (M,).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from valbench.types import PERFORMANCE_METRICS, PerformanceMetric
+
+
+def check_metric(metric: str) -> None:
+    """Raise ValueError unless ``metric`` is one of the performance metrics."""
+    if metric not in PERFORMANCE_METRICS:
+        raise ValueError(f"unknown performance metric {metric!r}; use {', '.join(PERFORMANCE_METRICS)}")
+
+
+def default_metric(n_classes: int | None) -> PerformanceMetric:
+    """AUROC for binary tasks, accuracy for multi-class, R^2 for reconstruction."""
+    if n_classes is None:
+        return "r2"
+    return "auroc" if n_classes == 2 else "accuracy"
+
+
+def performance(metric: str, y_true: np.ndarray, output: np.ndarray) -> float:
+    """Score one model's output (probabilities (n, K) or reconstructions) against the truth."""
+    from sklearn.metrics import r2_score, roc_auc_score
+
+    check_metric(metric)
+    if metric == "auroc":
+        if len(np.unique(y_true)) < 2:
+            raise ValueError("AUROC needs both classes in the evaluation set")
+        if output.shape[1] == 2:
+            return float(roc_auc_score(y_true, output[:, 1]))
+        return float(roc_auc_score(y_true, output, multi_class="ovr", labels=np.arange(output.shape[1])))
+    if metric == "accuracy":
+        return float(np.mean(output.argmax(axis=1) == y_true))
+    return float(r2_score(y_true.reshape(len(y_true), -1), output.reshape(len(output), -1),
+                          multioutput="variance_weighted"))
 
 
 def batched_auroc_binary(y: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -56,23 +91,21 @@ def batched_r2(y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def batched_performance(metric: str, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``metric`` ("auroc", "accuracy", "r2") of each of the M models; (M,) float64."""
+    """``metric`` of each of the M models; (M,) float64."""
+    check_metric(metric)
     if metric == "auroc":
         return batched_auroc(y, out)
     if metric == "accuracy":
         return batched_accuracy(y, out)
-    if metric == "r2":
-        return batched_r2(y, out)
-    raise ValueError(f"unknown performance metric {metric!r}; use auroc, accuracy or r2")
+    return batched_r2(y, out)
 
 
 def empty_set_score(metric: str, y_target: torch.Tensor) -> float:
     """v(empty set): the score of a model that learned nothing (Ghorbani & Zou): 0.5 for
     AUROC, the majority-class rate for accuracy, 0 for R^2 (predicting the mean)."""
+    check_metric(metric)
     if metric == "auroc":
         return 0.5
     if metric == "accuracy":
         return float(torch.bincount(y_target).max()) / len(y_target)
-    if metric == "r2":
-        return 0.0
-    raise ValueError(f"unknown performance metric {metric!r}; use auroc, accuracy or r2")
+    return 0.0

@@ -4,14 +4,14 @@ Valuers that retrain the task's classifier thousands of times (DVRL: 2000 fits o
 epochs each) spend their time in per-operation overhead, not arithmetic: autograd
 bookkeeping, ``torch.optim`` dispatch, and slow element-wise kernels (CPU dropout
 ``bernoulli_`` and ``mish``/``mish_backward`` cost 4-10x a matrix product of the same
-size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.models.MLP``) with
+size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.training.models.MLP``) with
 
 - every weight, gradient and Adam moment in one flat buffer on the device,
 - the forward and backward passes written out by hand, no autograd graph (the chain
-  passes of :mod:`valbench.gradsim.sequential`, shared with the DVGS fast engine),
+  passes of :mod:`valbench.training.chain`, shared with the DVGS fast engine),
 - each epoch's minibatches gathered once (rows of a fresh permutation, selected rows
   only) and its dropout masks drawn in one call (random bits on CPU),
-- Adam as one fused kernel on the flat buffer (:class:`valbench.gradsim.adam.Adam`, the
+- Adam as one fused kernel on the flat buffer (:class:`valbench.training.adam.Adam`, the
   same update as ``torch.optim.Adam``).
 
 It is the same training as an autograd loop with ``torch.optim.Adam`` (tests check
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from valbench.gradsim.adam import Adam
-from valbench.gradsim.sequential import (NotAChain, chain_backward, chain_forward, chain_layers, chain_of,
+from valbench.training.adam import Adam
+from valbench.training.chain import (NotAChain, chain_backward, chain_forward, chain_layers, chain_of,
                                          dropout_inputs)
-from valbench.models import MLP
+from valbench.training.models import MLP
 
 
 class RepeatedTrainer(Protocol):
@@ -53,7 +53,7 @@ class RepeatedTrainer(Protocol):
 
 
 @dataclass(frozen=True)
-class Recipe:
+class MinibatchRecipe:
     """Adam(lr) for ``epochs`` passes over the data in minibatches of ``batch_size``."""
 
     lr: float
@@ -81,14 +81,14 @@ def single_thread(device: str) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def make_trainer(model: nn.Module, recipe: Recipe, device: str) -> RepeatedTrainer:
+def make_trainer(model: nn.Module, recipe: MinibatchRecipe, device: str) -> RepeatedTrainer:
     """The fast trainer for the paper's MLP, the autograd loop for anything else."""
     if FlatMLPTrainer.supports(model):
         return FlatMLPTrainer(model, recipe, device)
     return AutogradTrainer(model, recipe, device)
 
 
-def _minibatches(n: int, recipe: Recipe, rng: np.random.Generator,
+def _minibatches(n: int, recipe: MinibatchRecipe, rng: np.random.Generator,
                  select: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """One epoch: row order (selected rows of a fresh permutation) and minibatch bounds into it."""
     perm = rng.permutation(n)
@@ -101,8 +101,8 @@ def _minibatches(n: int, recipe: Recipe, rng: np.random.Generator,
 
 
 class FlatMLPTrainer:
-    """Trains a ``valbench.models.MLP`` (Linear / Dropout / Mish / ReLU / affine-free
-    LayerNorm layers) with hand-written gradients (valbench.gradsim.sequential's chain
+    """Trains a ``valbench.training.models.MLP`` (Linear / Dropout / Mish / ReLU / affine-free
+    LayerNorm layers) with hand-written gradients (valbench.training.chain
     passes) on one flat parameter buffer."""
 
     engine = "flat-mlp"
@@ -117,7 +117,7 @@ class FlatMLPTrainer:
             return False
         return all(m.bias is not None for kind, m in layers if kind == "linear")
 
-    def __init__(self, model: nn.Module, recipe: Recipe, device: str):
+    def __init__(self, model: nn.Module, recipe: MinibatchRecipe, device: str):
         if not self.supports(model):
             raise TypeError(f"FlatMLPTrainer cannot train {type(model).__name__}")
         self.recipe, self.device = recipe, device
@@ -222,7 +222,7 @@ class AutogradTrainer:
 
     engine = "autograd"
 
-    def __init__(self, model: nn.Module, recipe: Recipe, device: str):
+    def __init__(self, model: nn.Module, recipe: MinibatchRecipe, device: str):
         self.recipe, self.device = recipe, device
         self.model = copy.deepcopy(model).to(device)
         self.init = copy.deepcopy(self.model.state_dict())
