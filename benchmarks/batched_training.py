@@ -1,6 +1,6 @@
 """Speed of batched vs one-at-a-time training for LOO at exp1 size, side by side.
 
-LOO on ADULT exp1: 1000 source samples, 108 features, the paper's MLP, each model 200
+LOO on ADULT exp1 (docs/protocol.md): 1000 source samples, 108 features, the paper's MLP, each model 200
 full-batch Adam steps at lr 1e-4, 1000 leave-one-out models + 10 full-data models.
 
 Paths timed in one process, interleaved, ``--repeats`` times (medians reported):
@@ -35,7 +35,7 @@ N_FULL = 10
 
 
 def port_fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> None:
-    """The DVGS port's utility fit: train mode (dropout on), full batch, Adam."""
+    """The DVGS port's utility fit (docs/protocol.md, 'The DVGS port'): train mode (dropout on), full batch, Adam."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):

@@ -13,8 +13,8 @@ autoencoder (978-250-32) at 10k, one run prints:
   its hand-written passes where the model is a plain layer chain (both cases here),
   "hooks" is the same engine through autograd and module hooks (its general path);
 - peak memory of the k2 run (CPU: resident high-water mark above the start; CUDA:
-  allocator peak), ratios between engines, and the whole exp1 valuation on real ADULT
-  (3 restarts x 100 full-batch steps, 1000 source samples).
+  allocator peak), ratios between engines, and the whole exp1 (docs/protocol.md) valuation on
+  real ADULT (3 restarts x 100 full-batch steps, 1000 source samples).
 
 Numbers are medians of --repeats runs. Run with the thread count you report:
     python benchmarks/dvgs_speed.py --threads 2

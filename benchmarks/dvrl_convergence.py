@@ -2,7 +2,7 @@
 
 Runs the ``dvrl`` valuer on the same prepared cells as ``valbench run`` (paired seeds) and
 records AUROC(corrupted, -values) every ``--every`` iterations, plus the wall time per
-iteration. Usage:
+iteration (exp1: docs/protocol.md). Usage:
 
     python benchmarks/dvrl_convergence.py --seeds 0 --iterations 2000 --every 100
 """

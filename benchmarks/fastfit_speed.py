@@ -1,6 +1,6 @@
 """Speed of DVRL's inner training: valbench.training.repeated's hand-written trainer vs an autograd loop.
 
-One DVRL inner fit at exp1 size: the paper's MLP (108-100-100-2, dropout 0.5, Mish,
+One DVRL inner fit at exp1 (docs/protocol.md) size: the paper's MLP (108-100-100-2, dropout 0.5, Mish,
 LayerNorm), 1000 source rows of which ~70% are selected, minibatches of 256, Adam.
 Both trainers run side by side in this process, alternating, ``--repeats`` times; the
 script prints the median time per optimizer step and the ratios. Also compares one

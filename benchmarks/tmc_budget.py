@@ -10,6 +10,7 @@ what a run capped at P permutations would return: one run gives the whole curve.
         [--permutations-per-batch 4] [--no-compile]
 
 A fit budget (not seconds) makes the curve independent of the machine's load.
+exp1 (ADULT, 20% flipped labels) is described in docs/protocol.md.
 """
 from __future__ import annotations
 

@@ -26,11 +26,3 @@ def test_every_hook_is_implemented_by_a_tested_plugin():
     text = "\n".join(p.read_text() for p in files if p.name != "test_docs.py")
     for name in hooks():
         assert re.search(rf"\bdef {name}\(", text), f"no test plugin implements hook {name}"
-
-
-def test_builtin_valuers_pass_the_conformance_kit(registry):
-    from valbench.testing import check_valuer
-
-    for info in registry.all():
-        if info.kind == "valuer":
-            check_valuer(info.cls, beats_chance=info.name != "random")

@@ -3,15 +3,11 @@ import numpy as np
 import pytest
 
 from valbench.errors import ConfigError
-from valbench.testing import check_valuer, easy_task
+from valbench.testing import easy_task
 from valbench.types import Split, ValuationTask
 from valbench_plugins.valuers.dvrl import DVRLValuer, Estimator
 
 SMALL = DVRLValuer.test_params
-
-
-def test_conformance_small():
-    check_valuer(DVRLValuer)  # with its test_params
 
 
 def test_values_are_estimator_probabilities_and_fits_are_counted():

@@ -80,7 +80,8 @@ def test_fused_and_manual_adam_agree():
     a = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
     b = FlatMLPTrainer(model, MinibatchRecipe(lr=1e-2, epochs=4, batch_size=32), "cpu")
     b.opt.fused = False
-    assert a.opt.fused  # torch 2.13 has the fused kernel on CPU
+    if not a.opt.fused:
+        pytest.skip("this torch build has no fused Adam kernel on CPU: nothing to compare")
     a.fit(x, y, np.random.default_rng(0))
     b.fit(x, y, np.random.default_rng(0))
     assert torch.allclose(a.flat, b.flat, atol=1e-6)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.testing import check_valuer, easy_task
+from sklearn.metrics import roc_auc_score
+
+from valbench.testing import easy_task
 from valbench.types import ValuationTask
 from valbench_plugins.valuers.knn_shapley import KNNShapleyValuer, knn_shapley
 
@@ -76,11 +78,11 @@ def test_closed_form_equals_the_recursion_on_a_larger_set():
     assert closed_form(xs, ys, xt, yt, 10).sum() == pytest.approx(full, abs=1e-12)
 
 
-def test_conformance_and_fits():
-    check_valuer(KNNShapleyValuer, {"k": 5}, min_auroc=0.8)
-    task, _ = easy_task()
-    out = KNNShapleyValuer().value(task)
+def test_fits_and_auroc_on_the_easy_task():
+    task, mask = easy_task()
+    out = KNNShapleyValuer(k=5).value(task)
     assert out.fits == 0 and out.values.shape == (len(task.source),)
+    assert roc_auc_score(mask, -out.values) >= 0.8
 
 
 def test_k_larger_than_source_is_refused():

@@ -4,7 +4,7 @@ import pytest
 from valbench.training.stacked import FullBatchRecipe, train_single
 from valbench.training.models import build_model, predict
 from valbench.training.scoring import performance
-from valbench.testing import check_valuer, easy_task
+from valbench.testing import easy_task
 from valbench.training.utility import source_tensors
 from valbench_plugins.valuers.loo import LOOValuer
 from tests.baseline_helpers import one_thread, tiny_task  # noqa: F401 (fixture)
@@ -36,10 +36,6 @@ def test_loo_equals_brute_force_definition(dropout):
     assert got.fits == n + (FAST["full_models"] if dropout == "shared" else 1) and not got.stopped_early
 
 
-def test_conformance():
-    check_valuer(LOOValuer)  # its test_params: 10 steps, 1 full-data model
-
-
 def test_fit_budget_below_n_is_refused_before_work():
     task = tiny_task()
     with pytest.raises(ValueError, match=r"loo needs 11 fits .* max_fits=10 is too small"):
@@ -55,11 +51,17 @@ def test_single_class_target_is_refused():
         LOOValuer().check(bad)
 
 
-def test_time_budget_stops_cleanly():
+def test_time_budget_stops_after_a_batch_and_keeps_its_values(monkeypatch):
+    """A clock that advances one second per look: the budget of 2.5 s admits two batches of
+    10 leave-one-out models, then stops; values of unvalued samples are 0."""
+    from valbench.budget import Budget
+
+    looks = iter(range(1, 100))
+    monkeypatch.setattr(Budget, "elapsed", lambda self: float(next(looks)))
     task, _ = easy_task(n_source=60, n_target=30)
-    got = LOOValuer(steps=20, full_models=1, models_per_batch=10, max_seconds=1e-3, compile=False).value(task)
-    assert got.stopped_early and got.info["valued"] < 60 and np.all(got.values[got.info["valued"]:] == 0)
-    assert got.fits == 1 + got.info["valued"]
+    got = LOOValuer(steps=20, full_models=1, models_per_batch=10, max_seconds=2.5, compile=False).value(task)
+    assert got.stopped_early and got.info["valued"] == 20 and got.fits == 1 + 20
+    assert np.all(got.values[20:] == 0) and np.count_nonzero(got.values[:20]) > 10
 
 
 def test_full_models_below_one_is_refused():

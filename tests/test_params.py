@@ -8,9 +8,12 @@ def test_split_list_respects_brackets():
     assert split_list("labels[rate=0.4,x=1], features ,random") == ["labels[rate=0.4,x=1]", "features", "random"]
 
 
-@pytest.mark.parametrize("bad", ["a,,b", "a[x=1", "a]x", "a[x=1]]"])
-def test_split_list_rejects_malformed(bad):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("bad, message", [("a,,b", "empty plugin name in list 'a,,b'"),
+                                          ("a[x=1", r"unclosed '\[' in 'a\[x=1'"),
+                                          ("a]x", r"unbalanced '\]' in 'a\]x'"),
+                                          ("a[x=1]]", r"unbalanced '\]'")])
+def test_split_list_rejects_malformed(bad, message):
+    with pytest.raises(ConfigError, match=message):
         split_list(bad)
 
 
@@ -20,10 +23,13 @@ def test_parse_spec():
     assert parse_spec(" adult[n_target=3,n_source=5] ").params == (("n_source", "5"), ("n_target", "3"))
 
 
-@pytest.mark.parametrize("bad", ["labels[rate]", "labels[=1]", "labels[rate=]", "labels[rate=1", "[rate=1]",
-                                 "labels[a=1,a=2]", "labels=1"])
-def test_parse_spec_rejects_malformed(bad):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("bad, message", [
+    ("labels[rate]", "malformed parameter 'rate'"), ("labels[=1]", "malformed parameter '=1'"),
+    ("labels[rate=]", "malformed parameter 'rate='"), ("labels[rate=1", "malformed plugin spec"),
+    ("[rate=1]", "malformed plugin spec"), ("labels[a=1,a=2]", "parameter 'a' given twice"),
+    ("labels=1", "malformed plugin spec 'labels=1'")])
+def test_parse_spec_rejects_malformed(bad, message):
+    with pytest.raises(ConfigError, match=message):
         parse_spec(bad)
 
 

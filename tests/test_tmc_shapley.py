@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from valbench.training.stacked import FullBatchRecipe
-from valbench.testing import check_valuer
 from valbench.training.utility import Utility
 from valbench_plugins.valuers._tmc_stopping import Stopping
 from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer, run_tmc
@@ -129,5 +128,3 @@ def test_spearman_stopping_rule():
     assert s.converged() and s.statistic == pytest.approx(1.0)
 
 
-def test_conformance():
-    check_valuer(TMCShapleyValuer)  # its test_params: 3 permutations of 10-step fits

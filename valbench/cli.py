@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--output", help="write to this file instead of standard output")
 
     sub.add_parser("plugins", help="list every registered plugin: kind, name, distribution, version")
+
+    c = sub.add_parser("check", help="run the conformance kit on an installed plugin and print a report",
+                       description="Run every conformance check of valbench.testing on one registered plugin "
+                                   "(with its test_params). Exit 0 if none fails, 1 otherwise.")
+    c.add_argument("name", help="the plugin's name, e.g. knn-shapley")
+    c.add_argument("--kind", choices=["dataset", "corruption", "valuer", "metric"],
+                   help="needed only when several kinds have a plugin of that name")
     return p
 
 
@@ -131,7 +138,29 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins}
+def _cmd_check(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from valbench.errors import PluginError
+    from valbench.plugins import build_registry
+    from valbench.testing import FAILED, XPASS, check_plugin
+
+    registry = build_registry()
+    kinds = [args.kind] if args.kind else [k for k in ("dataset", "corruption", "valuer", "metric")
+                                           if args.name in registry.names(k)]
+    if len(kinds) > 1:
+        raise PluginError(f"'{args.name}' names a plugin of each kind {', '.join(kinds)}; choose one with --kind")
+    info = registry.get(kinds[0] if kinds else "valuer", args.name)
+    outcomes = check_plugin(info.cls, kind=info.kind)
+    print(f"{info.kind} '{info.name}' ({info.distribution} {info.version}, {info.module})")
+    print(tabulate([(o.check, o.status, o.detail) for o in outcomes], headers=["check", "outcome", "detail"],
+                   tablefmt="simple", maxcolwidths=[None, None, 90]))
+    bad = sum(o.status in (FAILED, XPASS) for o in outcomes)
+    print(f"{len(outcomes) - bad} of {len(outcomes)} checks as expected" + (f"; {bad} FAILED" if bad else ""))
+    return 1 if bad else 0
+
+
+COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins, "check": _cmd_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,7 +89,7 @@ def image_classification_splits(pix: Callable[[np.ndarray], np.ndarray], xd: np.
                                 encoder: object = None):
     """10-class image splits (CIFAR-10, Fashion-MNIST): source rows ``pools[0]`` of the first
     pool, target and test rows ``pools[1:]`` of the second, each through ``pix`` (raw
-    bytes -> float pixels); the reference protocol's image retraining recipe (MLP of
+    bytes -> float pixels); the image retraining recipe of docs/protocol.md §3 (MLP of
     input ``width``, Adam 1e-3, batch 256, 100 epochs)."""
     from valbench.types import Learner
     from valbench.types import Split, Splits

@@ -1,6 +1,6 @@
 """Dataset ``adult``: UCI Adult (census income), shipped with valbench (CC BY 4.0).
 
-Preprocessing follows the reference protocol: the source pool is adult.data; target and
+Preprocessing follows docs/protocol.md §2: the source pool is adult.data; target and
 test come from adult.test (target = first n_target of a seeded permutation, test = the
 rest); label 1 = income ">50K"; six numeric columns plus one-hot encodings of eight
 categorical ones ("?" kept as a category) give 108 features; one min-max scaler is fitted

@@ -4,7 +4,7 @@ Reads the published archive ``BlogFeedback.zip`` or its extracted CSV files
 (``blogData_train.csv`` and the 60 ``blogData_test-<date>.csv`` files: 281 numeric
 columns, no header, the last = comments in the next 24 hours) from ``path`` or the
 cache directory, downloading the archive into the cache when it is missing and a
-network is there. Preprocessing per the reference protocol: label = comments > 0;
+network is there. Preprocessing per docs/protocol.md §2: label = comments > 0;
 the 280 other columns are the features; source pool = the training file, target and
 test pool = the test files (target = first n_target of a seeded permutation, test =
 the rest); rows with missing values are dropped; one min-max scaler over all three sets.

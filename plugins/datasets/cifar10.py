@@ -5,7 +5,7 @@ Reads ``cifar-10-binary.tar.gz`` (or its extracted ``cifar-10-batches-bin/`` fol
 missing and a network is there. Each ``.bin`` file is a run of 3073-byte records: one
 label byte, then 3072 pixel bytes in channel-major (CHW) order. Nothing is unpickled and
 nothing is extracted to disk. Source = ``n_source`` of the 50,000 training images, target
-and test = disjoint random images of the 10,000 test images (reference protocol).
+and test = disjoint random images of the 10,000 test images (docs/protocol.md §2).
 
 ``representation="pixels"``: x is (n, 3, 32, 32) float32 in [0, 1] (the convolutional
 autoencoder's input; sizes 20000 / 2000 / 2000). ``representation="inception"``: the
@@ -124,7 +124,7 @@ class InceptionEncoder:
     """Pretrained Inception-v3 with its final layer removed: (n, 3, 32, 32) in [0, 1] -> (n, 2048).
 
     Images are resized to 299 x 299 (bilinear; the centre crop of a square is the whole
-    image) and ImageNet-normalised, as the reference protocol describes.
+    image) and ImageNet-normalised, as docs/protocol.md §2 describes.
     """
 
     MEAN = (0.485, 0.456, 0.406)

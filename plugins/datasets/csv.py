@@ -5,10 +5,13 @@
 ``target_path=`` (and ``test_path=``) take those sets from their own files instead.
 Labels may be any values; they are mapped to class indices in sorted order. Features
 are min-max scaled together (scale=false keeps them as they are). Missing values are
-not imputed: they are reported.
+not imputed: they are reported. An example file ships with valbench: Fisher's iris
+(150 rows, label ``species``; ``data/iris.csv``, as scikit-learn bundles it), which the
+conformance kit reads.
 """
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +24,13 @@ from valbench.seeding import rng
 from valbench.types import Split, Splits
 
 
+IRIS = str(resources.files("valbench_plugins.datasets").joinpath("data/iris.csv"))
+
+
 class CSVDataset:
     name = "csv"
     version = "1"
+    test_params = {"path": IRIS, "label": "species", "n_target": 30, "n_test": 30}
 
     def __init__(self, *, path: str = "", label: str = "label", target_path: str | None = None,
                  test_path: str | None = None, n_source: int | None = None, n_target: int = 100,

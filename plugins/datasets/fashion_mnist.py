@@ -145,6 +145,7 @@ class FashionMNIST:
 
     name = "fashion-mnist"
     version = "1"
+    test_params = {"n_source": 300, "n_target": 100, "n_test": 100, "n_pretrain": 500, "pretrain_epochs": 1}
 
     def __init__(self, *, representation: Literal["cnn", "pixels"] = "cnn", n_source: int | None = None,
                  n_target: int = 2000, n_test: int | None = 2000, size: Literal[28, 32] = 28,

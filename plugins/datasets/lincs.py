@@ -2,7 +2,7 @@
 
 Reads four files of the release from ``path`` (or the cache directory): the level-5 and
 level-4 GCTX matrices, ``siginfo_beta.txt`` and ``geneinfo_beta.txt``. Preprocessing per
-the reference protocol: compound signatures (``pert_type == trt_cp``), the 978 landmark
+docs/protocol.md §2: compound signatures (``pert_type == trt_cp``), the 978 landmark
 genes (``feature_space == landmark``), z-scored per gene over all compound signatures.
 The APC of a level-5 signature is the mean pairwise Pearson correlation (landmark genes)
 of the level-4 replicate profiles listed in its ``distil_ids`` (at most ``max_replicates``,
@@ -11,9 +11,9 @@ left out. The source samples' APC values are handed to valuers as the annotation
 (the ``apc`` valuer, Figure 5's baseline).
 
 ``high_apc``: "all" draws every set from the signatures with APC > ``apc_threshold``
-(exp 8), "target" only target and test (exp 10), "none" none (exp 9). ``balance=true``
+(exp8, docs/protocol.md), "target" only target and test (exp10), "none" none (exp9). ``balance=true``
 draws target and test without replacement with probability proportional to
-1 / count(pert_id) in their pool (exp 9/10); the source is drawn uniformly from the rest.
+1 / count(pert_id) in their pool (exp9/10); the source is drawn uniformly from the rest.
 ``n_test`` omitted = all the rest of the target/test pool. No labels: value it with
 ``--mode unsupervised``.
 

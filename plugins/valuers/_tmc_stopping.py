@@ -6,7 +6,7 @@ permutations; error = max over those of mean_i |mean_t,i - mean_last,i| / (|mean
 + 1e-12); stop when error < ``threshold`` (their example runs use 0.1) and at least
 ``window`` permutations were drawn.
 
-"spearman" (the DVGS port): Spearman correlation between successive running-mean
+"spearman" (the DVGS port, docs/protocol.md 'The DVGS port'): Spearman correlation between successive running-mean
 vectors; stop when the mean of the last 5 exceeds ``threshold`` (0.999) and at least
 ``min_permutations`` (200) were drawn; at most 1000 permutations.
 """

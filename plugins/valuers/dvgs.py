@@ -14,7 +14,7 @@ from valbench.types import Valuation, ValuationTask
 
 class DVGS:
     """Train on the target set; value = mean similarity of each source sample's gradient
-    to the target mini-batch gradient over all steps of all restarts. Defaults: exp1.
+    to the target mini-batch gradient over all steps of all restarts. Defaults: exp1 (docs/protocol.md).
 
     ``source_batch`` changes memory and speed only, never values. ``class_balance``
     None follows the task's learner. ``parameters``: all, last, or a regular expression

@@ -1,13 +1,13 @@
 """Valuer ``dvrl``: Data Valuation using Reinforcement Learning (Yoon, Arik and Pfister 2020).
 
-Faithful to the google-research reference as described in reference-protocol.md section 4:
+Faithful to the google-research reference as described in docs/protocol.md §4:
 
 - A data value estimator h(x, y) in (0, 1): concat(x, onehot(y)) -> 100 -> 100 -> 10 (ReLU),
   then concat with |onehot(y) - p_val(x)| -> 10 (ReLU) -> 1 (sigmoid); p_val is a predictor
   trained on the TARGET set from the saved initial weights.
 - The predictor is the task's learner (the paper's MLP), reloaded from one saved
   initialisation for every fit and trained with the reference's inner recipe: Adam
-  (``predictor_lr``, 1e-3 = Keras' default, as in the reference and the DVGS port),
+  (``predictor_lr``, 1e-3 = Keras' default, as in the reference and the DVGS port, docs/protocol.md 'The DVGS port'),
   ``inner_epochs`` = 100 epochs, minibatches of min(256, n_target), plain cross-entropy
   (the reference does not class-balance).
 - Baseline: the target score (``task.metric``) of the predictor trained on the whole
@@ -78,7 +78,7 @@ def check_metric_computable(task: ValuationTask, who: str) -> None:
 
 
 class DVRLValuer:
-    """DVRL (REINFORCE-trained data value estimator), the google-research reference protocol."""
+    """DVRL (REINFORCE-trained data value estimator), as in the google-research reference (docs/protocol.md §4)."""
 
     name = "dvrl"
     version = "1"

@@ -1,7 +1,7 @@
 """Valuer ``loo``: leave-one-out, value_i = v(D) - v(D without i).
 
-As in the DVGS port: v(S) is the target score of the task's learner after ``steps``
-full-batch Adam steps at ``lr`` from one fixed initialisation, and v(D) is averaged over
+As in the DVGS port (docs/protocol.md, 'The DVGS port'): v(S) is the target score of the
+task's learner after ``steps`` full-batch Adam steps at ``lr`` from one fixed initialisation, and v(D) is averaged over
 ``full_models`` full-data models. The N leave-one-out models are trained
 ``models_per_batch`` at a time as one batched computation (valbench.training.stacked).
 

@@ -2,8 +2,8 @@
 
 Each permutation adds the source samples one at a time; the marginal of a sample is
 v(prefix) - v(previous prefix), where v is the target score of the task's learner
-trained on the prefix (the DVGS port's utility: ``steps`` full-batch Adam steps at
-``lr`` from one fixed initialisation, see valbench.training.utility). The model is refitted only
+trained on the prefix (the DVGS port's utility, docs/protocol.md 'The DVGS port': ``steps``
+full-batch Adam steps at ``lr`` from one fixed initialisation, see valbench.training.utility). The model is refitted only
 once every class of the source set is in the prefix; before that v = v(empty) (0.5 for
 AUROC, the target's majority rate for accuracy, 0 for R^2). Truncation: once
 |v(prefix) - v(D)| <= tolerance * |v(D)| for more than ``patience`` (5) consecutive

@@ -1,4 +1,4 @@
-"""DVGS (reference protocol section 1): gradient similarities along a target-trained path.
+"""DVGS (docs/protocol.md §1): gradient similarities along a target-trained path.
 
 The model is trained on the TARGET set only (Adam). At every ``period``-th step of a
 global step counter, before the optimiser step and so at the same parameters, the
@@ -34,7 +34,7 @@ CHECK_EVERY = 32  # steps between checks for non-finite losses/similarities (one
 
 @dataclass(frozen=True)
 class DVGSConfig:
-    """DVGS settings; the defaults are the paper's exp1 (ADULT)."""
+    """DVGS settings; the defaults are the paper's exp1 (ADULT; docs/protocol.md)."""
 
     restarts: int = 3
     epochs: int = 100

@@ -3,8 +3,10 @@
 Table 1: the score of the metric that declares ``paper_table = 1`` (corrupted-label
 AUROC), one row per dataset. Table 2: the ``paper_table = 2`` metric (noise Spearman),
 one row per dataset and learning mode. Table 3: valuation runtime, one row per
-experiment (dataset x corruption). One column per valuer; cells are mean ± std
-(population std, as in the paper) over seeds; the best cell of each row is bold.
+experiment (dataset x corruption). One column per valuer; cells are mean ± 1 population
+std over seeds (the paper's Table 1 shows ± 2 population std, as the authors' code
+computed it, though its caption says ± std: docs/protocol.md §3 and §6); the best cell
+of each row is bold.
 """
 from __future__ import annotations
 

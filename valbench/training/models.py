@@ -43,7 +43,8 @@ class MLP(nn.Module):
 
 
 class MLPAutoencoder(nn.Module):
-    """The paper's expression autoencoder: d -> hidden -> latent -> hidden -> d, Mish, no norm."""
+    """The paper's expression autoencoder (docs/protocol.md §1): d -> hidden -> latent ->
+    hidden -> d, Mish, no norm."""
 
     def __init__(self, in_features: int, hidden: tuple[int, ...] = (250,), latent: int = 32):
         super().__init__()
@@ -64,7 +65,7 @@ class MLPAutoencoder(nn.Module):
 
 
 class ConvAutoencoder(nn.Module):
-    """The paper's image autoencoder (exp7): C -> 32 -> 32 -> latent channels with
+    """The paper's image autoencoder (exp7, docs/protocol.md): C -> 32 -> 32 -> latent channels with
     stride-2 4x4 convolutions (32x32 -> 16 -> 8 -> 4), Mish between layers, and the
     mirror image with transposed convolutions. Outputs the reconstruction, shaped as x
     (x may also come flattened, as (n, C*H*W))."""

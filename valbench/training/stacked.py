@@ -7,9 +7,9 @@ elementwise, so one Adam over the stacked tensors is exactly M independent Adams
 This is how LOO's leave-one-out models, TMC-Shapley's prefix models and Data-OOB's
 bags are fitted.
 
-The recipe is the DVGS port's utility fit: ``steps`` full-batch Adam steps at ``lr``
-(200 and 1e-4 there) from one initialisation, loss = weighted mean of the per-row
-loss (cross-entropy, or MSE over features for autoencoders).
+The recipe is the DVGS port's utility fit (docs/protocol.md, 'The DVGS port'):
+``steps`` full-batch Adam steps at ``lr`` (200 and 1e-4 there) from one initialisation,
+loss = weighted mean of the per-row loss (cross-entropy, or MSE over features for autoencoders).
 
 Dropout (the port trained its utility models in train mode). ``dropout="shared"``:
 every step draws one mask per dropout layer with one row per SOURCE sample, and every

@@ -2,9 +2,9 @@
 of the task's learner trained on the source subset S, many subsets at once.
 
 Every model starts from ONE initialisation (``build_model(task.learner, task.seed)``) and is
-trained with a :class:`valbench.training.stacked.FullBatchRecipe` (the DVGS port's utility: 200
-full-batch Adam steps at lr 1e-4), so v is a deterministic set function for a given
-mask stream. Used by ``loo`` and ``tmc-shapley``.
+trained with a :class:`valbench.training.stacked.FullBatchRecipe` (the DVGS port's utility,
+docs/protocol.md 'The DVGS port': 200 full-batch Adam steps at lr 1e-4), so v is a
+deterministic set function for a given mask stream. Used by ``loo`` and ``tmc-shapley``.
 """
 from __future__ import annotations
 
