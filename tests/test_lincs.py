@@ -4,7 +4,7 @@ import pytest
 
 from valbench.datautil import weighted_sample
 from valbench.errors import DataError
-from valbench_plugins.datasets.gctx import GCTX
+from valbench_plugins.datasets.lincs import GCTX
 from valbench_plugins.datasets.lincs import LEVEL4, LEVEL5, Lincs
 from tests.lincs_files import write_release
 

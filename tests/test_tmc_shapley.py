@@ -7,7 +7,7 @@ import torch
 
 from valbench.training.stacked import FullBatchRecipe
 from valbench.training.utility import Utility
-from valbench_plugins.valuers._tmc_stopping import Stopping
+from valbench_plugins.valuers.tmc_shapley import Stopping
 from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer, run_tmc
 from tests.baseline_helpers import one_thread, tiny_task  # noqa: F401 (fixture)
 

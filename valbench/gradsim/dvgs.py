@@ -10,7 +10,8 @@ are drawn per sample as described in :mod:`valbench.gradsim.masks`.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,9 +33,10 @@ from valbench.types import Valuation, ValuationTask
 CHECK_EVERY = 32  # steps between checks for non-finite losses/similarities (one device sync)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DVGSConfig:
-    """DVGS settings; the defaults are the paper's exp1 (ADULT; docs/protocol.md)."""
+    """DVGS settings, the one source of their defaults (the ``dvgs`` plugin is this class
+    with a name); the defaults are the paper's exp1 (ADULT; docs/protocol.md)."""
 
     restarts: int = 3
     epochs: int = 100
@@ -42,11 +44,11 @@ class DVGSConfig:
     target_batch: int = 500
     source_batch: int = 400  # memory only: per-sample gradients materialised at once
     period: int = 1
-    similarity: str = "cosine"
+    similarity: Literal["cosine", "dot", "projection", "euclidean"] = "cosine"
     class_balance: bool | None = None  # None: follow the task's learner
     parameters: str = "all"
     dropout: bool = True
-    engine: str = "auto"
+    engine: Literal["auto", "fast", "opacus", "naive"] = "auto"
 
     def validate(self) -> None:
         for name in ("restarts", "epochs", "target_batch", "source_batch", "period"):
@@ -230,8 +232,3 @@ def _check_finite(trace: torch.Tensor, lo: int, hi: int, restart: int, lr: float
         raise ValuationError(
             f"dvgs: the target loss, its gradient or a similarity became NaN or infinite at step {step} "
             f"(restart {restart + 1}); the training diverged: use a lower lr than {lr:g} (e.g. lr={lr / 10:g})")
-
-
-def config_from(obj: object) -> DVGSConfig:
-    """A DVGSConfig from any object with the same attribute names (the plugin)."""
-    return DVGSConfig(**{f.name: getattr(obj, f.name) for f in fields(DVGSConfig)})

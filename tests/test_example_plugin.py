@@ -1,0 +1,88 @@
+"""The example third-party plugin examples/valbench-centroid, really built and installed
+(setuptools builds it, pip installs it into a private folder: not editable, not into this
+environment), then used through the CLI exactly as its README says.
+
+The build runs without isolation (offline), so this environment needs setuptools >= 70.1
+(the ``dev`` extra)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "valbench-centroid"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(env, folder): the example installed into folder/site, which env puts on PYTHONPATH."""
+    tmp = tmp_path_factory.mktemp("example-plugin")
+    src = tmp / "src"  # build a copy: an in-tree build would leave build/ and *.egg-info in the repo
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--no-index", "--no-cache-dir", "--disable-pip-version-check",
+                          "--target", str(tmp / "site"), str(src)], capture_output=True, text=True, cwd=tmp)
+    assert pip.returncode == 0, f"pip could not build and install the example (needs setuptools>=70.1):\n{pip.stderr}"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VALBENCH_PLUGINS", "VALBENCH_DISABLE_PLUGIN_AUTOLOAD", "PYTHONPATH")}
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(tmp / "site"), os.environ.get("PYTHONPATH")])),
+               VALBENCH_CACHE=str(tmp / "cache"), VALBENCH_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
+               PYTHONDONTWRITEBYTECODE="1")  # the pytest run below writes nothing into examples/
+    return env, tmp
+
+
+def python(installed, *args: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` with the plugin on the path; the working folder is not the example's,
+    so its source folder cannot shadow the installed copy."""
+    env, tmp = installed
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
+
+
+def valbench(installed, *args: str) -> subprocess.CompletedProcess:
+    p = python(installed, "-m", "valbench.cli", *args)
+    assert p.returncode == 0, f"valbench {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def test_the_installed_copy_is_imported(installed):
+    p = python(installed, "-c", "import valbench_centroid as m, importlib.metadata as md; "
+                                "print(m.__file__); print(md.distribution('valbench-centroid').version)")
+    path, version = p.stdout.split()
+    assert Path(path).is_relative_to(installed[1] / "site") and version == "0.1.0"
+
+
+def test_plugins_lists_it_with_its_distribution(installed):
+    rows = [line.split() for line in valbench(installed, "plugins").stdout.splitlines()]
+    assert ["valuer", "centroid", "valbench-centroid"] in [r[:3] for r in rows]
+
+
+def test_check_passes(installed):
+    out = valbench(installed, "check", "centroid").stdout
+    assert "valbench-centroid" in out and "FAILED" not in out
+    assert re.search(r"(\d+) of \1 checks as expected", out), out
+
+
+def test_run_and_table(installed):
+    store = str(installed[1] / "r.sqlite")
+    valbench(installed, "run", "--datasets", "synthetic", "--corruptions", "labels", "--valuers", "centroid,random",
+             "--seeds", "2", "--results", store)
+    lines = [line for line in valbench(installed, "table", "1", "--results", store).stdout.splitlines()
+             if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = [c.strip() for c in next(line for line in lines if "synthetic" in line).strip("|").split("|")]
+    cell = row[header.index("centroid")]
+    assert re.fullmatch(r"(\*\*)?\d\.\d+ ± \d\.\d+(\*\*)?", cell), cell
+
+
+def test_the_examples_own_conformance_tests_pass(installed):
+    p = python(installed, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+               str(EXAMPLE / "tests" / "test_conformance.py"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", p.stdout)
+    assert passed and int(passed.group(1)) >= 12 and "failed" not in p.stdout, p.stdout[-2000:]
