@@ -15,7 +15,7 @@ def test_values_are_estimator_probabilities_and_fits_are_counted():
     out = DVRLValuer(iterations=5, inner_epochs=2).value(task)
     assert out.fits == 2 + 5 and not out.stopped_early and out.info["iterations"] == 5
     assert ((out.values > 0) & (out.values < 1)).all()
-    assert out.info["engine"] == "flat-mlp"
+    assert out.info["trainer"] == "flat-mlp"
 
 
 def test_estimator_architecture():

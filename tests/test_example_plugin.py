@@ -86,3 +86,11 @@ def test_the_examples_own_conformance_tests_pass(installed):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     passed = re.search(r"(\d+) passed", p.stdout)
     assert passed and int(passed.group(1)) >= 12 and "failed" not in p.stdout, p.stdout[-2000:]
+
+
+def test_the_guide_shows_the_example_as_it_is():
+    """docs/plugins.md's first code block is the example module's code, verbatim."""
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    block = re.search(r"```python\n(.*?)```", guide, re.S).group(1)
+    assert block.strip() in (EXAMPLE / "valbench_centroid" / "__init__.py").read_text(), (
+        "docs/plugins.md's example differs from examples/valbench-centroid/valbench_centroid/__init__.py")

@@ -98,8 +98,8 @@ def test_selection_that_empties_an_epoch_trains_nothing():
 def test_other_architectures_fall_back_to_autograd():
     ae = build_model(Learner("mlp-autoencoder", 6, 6, hidden=(4,), latent=2), 0)
     mlp = build_model(Learner("mlp", 6, 2), 0)
-    assert make_trainer(mlp, MinibatchRecipe(1e-3, 1, 8), "cpu").engine == "flat-mlp"
-    assert make_trainer(ae, MinibatchRecipe(1e-3, 1, 8), "cpu").engine == "autograd"
+    assert make_trainer(mlp, MinibatchRecipe(1e-3, 1, 8), "cpu").name == "flat-mlp"
+    assert make_trainer(ae, MinibatchRecipe(1e-3, 1, 8), "cpu").name == "autograd"
 
 
 def test_single_thread_restores_the_setting():

@@ -1,6 +1,7 @@
 """Work budgets for valuers: a cap on model fits (utility evaluations) and/or seconds.
 
-A valuer creates one ``Budget`` from its ``max_fits`` / ``max_seconds`` parameters,
+A valuer with ``max_fits`` / ``max_seconds`` parameters (declare them by subclassing
+:class:`BudgetParams`) creates one ``Budget`` per valuation (``self.new_budget()``),
 calls ``spend()`` for every model it fits, asks ``exhausted()`` between units of work
 (a permutation, an outer iteration) and returns ``budget.valuation(values)``, which
 records the fits used and whether the budget stopped the work early.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -22,6 +23,26 @@ def check_budget_params(max_fits: int | None, max_seconds: float | None) -> None
         raise ValueError(f"max_fits must be >= 1 or omitted, got {max_fits}")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0 or omitted, got {max_seconds}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetParams:
+    """The budget parameters of a valuer, declared once: subclass this (a keyword-only
+    frozen dataclass, so parameters are stored unchanged) and call ``super().validate()``.
+
+    ``max_fits``: at most this many model fits; ``max_seconds``: stop between units of
+    work once this much time has passed. None: no limit. A valuer that a budget stopped
+    says so (``stopped_early``), and tables mark it.
+    """
+
+    max_fits: Optional[int] = None
+    max_seconds: Optional[float] = None
+
+    def validate(self) -> None:
+        check_budget_params(self.max_fits, self.max_seconds)
+
+    def new_budget(self) -> "Budget":
+        return Budget(self.max_fits, self.max_seconds)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from valbench.errors import ConfigError, PluginError
-from valbench.plugins import PluginInfo, Registry, constructor_parameters
+from valbench.plugins import PluginInfo, Registry, constructor_parameters, parameter_types
 from valbench.types import PluginConfig, Scalar
 
 
@@ -164,7 +164,7 @@ def resolve(registry: Registry, kind: str, spec: PluginSpec | str) -> PluginConf
     if isinstance(spec, str):
         spec = parse_spec(spec)
     info = registry.get(kind, spec.name)
-    hints = typing.get_type_hints(info.cls.__init__) if constructor_parameters(info.cls) else {}
+    hints = parameter_types(info.cls)
     accepted = {p.name: p for p in constructor_parameters(info.cls)}
     given = dict(spec.params)
     for key in given:

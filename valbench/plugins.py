@@ -9,6 +9,7 @@ Nothing happens at import time: call :func:`build_registry`.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import functools
 import importlib
@@ -216,6 +217,15 @@ def constructor_parameters(cls: type) -> list[inspect.Parameter]:
         return []
     return [p for p in inspect.signature(cls.__init__).parameters.values()
             if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+
+
+def parameter_types(cls: type) -> dict[str, Any]:
+    """The declared type of each constructor parameter. A dataclass plugin's fields are
+    resolved in the module of the class that declares each one (shared parameter classes
+    such as valbench.budget.BudgetParams live in another module than the plugin)."""
+    if dataclasses.is_dataclass(cls):
+        return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls.__init__) if constructor_parameters(cls) else {}
 
 
 def check_plugin_class(kind: str, cls: Any) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from valbench.errors import DataError
-from valbench.plugins import check_plugin_class, constructor_parameters, members, option
+from valbench.plugins import check_plugin_class, constructor_parameters, members, option, parameter_types
 from valbench.seeding import rng
 from valbench.types import KINDS, Learner, Split, Splits, Truth, Valuation, ValuationTask, readonly
 
@@ -312,7 +312,7 @@ def _valuer_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], 
                           "image-shaped x (n, 1, 4, 4)")
 
     def parameter_edges() -> None:
-        hints = typing.get_type_hints(cls.__init__) if constructor_parameters(cls) else {}
+        hints = parameter_types(cls)
         task = _with_annotations(cls, _small_task(), np.ones(12))
         for p in constructor_parameters(cls):
             for bad in _edge_values(hints.get(p.name)):

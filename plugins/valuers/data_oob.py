@@ -25,6 +25,7 @@ Budget: ``max_fits`` caps the number of bags (it can always be met: fewer bags, 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
@@ -33,8 +34,8 @@ import torch.nn.functional as F
 from valbench.progress import progress
 
 from valbench import hookimpl
-from valbench.training.stacked import FullBatchRecipe, engine_label, train_stacked
-from valbench.budget import Budget, check_budget_params
+from valbench.training.stacked import FullBatchRecipe, training_label, train_stacked
+from valbench.budget import Budget, BudgetParams
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
 from valbench.training.utility import check_recipe_params, check_task, source_tensors
@@ -43,30 +44,25 @@ from valbench.training.models import build_model
 DEFAULT_BAGS = {"tree": 800, "logistic": 800, "mlp": 100}
 
 
-class DataOOBValuer:
-    """Out-of-bag correctness of a bagging ensemble (higher = more often predicted right)."""
+@dataclass(frozen=True, kw_only=True)
+class DataOOBValuer(BudgetParams):
+    """Out-of-bag correctness of a bagging ensemble (higher = more often predicted right);
+    max_fits caps the bags, max_seconds stops between batches (BudgetParams)."""
 
     name = "data-oob"
     version = "1"
     test_params = {"n_bags": 100}  # cheap settings for valbench.testing.check_valuer
 
-    def __init__(self, *, learner: Literal["tree", "logistic", "mlp"] = "tree", n_bags: Optional[int] = None,
-                 max_depth: Optional[int] = None, max_features: Literal["sqrt", "all"] = "sqrt",
-                 c: float = 1.0, lbfgs_iterations: int = 200, steps: int = 200, lr: float = 1e-4,
-                 models_per_batch: int = 32, compile: bool = False, max_fits: Optional[int] = None,
-                 max_seconds: Optional[float] = None) -> None:
-        self.learner = learner
-        self.n_bags = n_bags
-        self.max_depth = max_depth
-        self.max_features = max_features
-        self.c = c
-        self.lbfgs_iterations = lbfgs_iterations
-        self.steps = steps
-        self.lr = lr
-        self.models_per_batch = models_per_batch
-        self.compile = compile
-        self.max_fits = max_fits
-        self.max_seconds = max_seconds
+    learner: Literal["tree", "logistic", "mlp"] = "tree"
+    n_bags: Optional[int] = None
+    max_depth: Optional[int] = None
+    max_features: Literal["sqrt", "all"] = "sqrt"
+    c: float = 1.0
+    lbfgs_iterations: int = 200
+    steps: int = 200
+    lr: float = 1e-4
+    models_per_batch: int = 32
+    compile: bool = False
 
     def validate(self) -> None:
         if self.learner not in DEFAULT_BAGS:
@@ -80,7 +76,7 @@ class DataOOBValuer:
         if self.lbfgs_iterations < 1:
             raise ValueError(f"lbfgs_iterations must be >= 1, got {self.lbfgs_iterations}")
         check_recipe_params(self.steps, self.lr, self.models_per_batch)
-        check_budget_params(self.max_fits, self.max_seconds)
+        super().validate()
 
     def check(self, task: ValuationTask) -> None:
         if self.learner == "logistic" and not task.supervised:
@@ -95,7 +91,7 @@ class DataOOBValuer:
     def value(self, task: ValuationTask) -> Valuation:
         self.validate()
         self.check(task)
-        budget = Budget(self.max_fits, self.max_seconds)
+        budget = self.new_budget()
         n = len(task.source)
         draws = rng(task.seed, "data-oob-bags").integers(0, n, size=(self.bags, n))
         counts = np.stack([np.bincount(d, minlength=n) for d in draws])  # (B, N) bootstrap counts
@@ -113,7 +109,7 @@ class DataOOBValuer:
             values[never] = values[~never].mean() if (~never).any() else 0.0
         info = dict(bags=used, never_out_of_bag=int(never.sum()), learner=self.learner)
         if self.learner == "mlp":
-            info["engine"] = engine_label(self.compile)
+            info["training"] = training_label(self.compile)
         return budget.valuation(values, **info)
 
     # -- base learners: each fills scores[b] for the bags it trains and spends one fit per bag --

@@ -30,14 +30,15 @@ backward pass on one flat buffer), which is what makes 2000 x 100 epochs afforda
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from valbench import hookimpl
-from valbench.budget import Budget, check_budget_params
+from valbench.budget import BudgetParams
 from valbench.training.repeated import MinibatchRecipe, make_trainer, single_thread
 from valbench.training.models import build_model, tensor
 from valbench.training.scoring import performance
@@ -77,22 +78,24 @@ def check_metric_computable(task: ValuationTask, who: str) -> None:
         check_metric(task.metric)
 
 
-class DVRLValuer:
-    """DVRL (REINFORCE-trained data value estimator), as in the google-research reference (docs/protocol.md §4)."""
+@dataclass(frozen=True, kw_only=True)
+class DVRLValuer(BudgetParams):
+    """DVRL (REINFORCE-trained data value estimator), as in the google-research reference
+    (docs/protocol.md §4); max_fits / max_seconds as every budgeted valuer (BudgetParams)."""
 
     name = "dvrl"
     version = "1"
     supervised_only = True
-    test_params = {"iterations": 30, "inner_epochs": 10}  # check_valuer: seconds, not hours
+    test_params = {"iterations": 30, "inner_epochs": 10}  # the conformance kit: seconds, not hours
 
-    def __init__(self, *, iterations: int = 2000, batch_size: int = 2000, inner_epochs: int = 100,
-                 predictor_batch_size: int = 256, predictor_lr: float = 1e-3, learning_rate: float = 0.01,
-                 baseline: Literal["fixed", "moving"] = "fixed", baseline_window: int = 100,
-                 max_fits: Optional[int] = None, max_seconds: Optional[float] = None):
-        self.iterations, self.batch_size, self.inner_epochs = iterations, batch_size, inner_epochs
-        self.predictor_batch_size, self.predictor_lr, self.learning_rate = predictor_batch_size, predictor_lr, learning_rate
-        self.baseline, self.baseline_window = baseline, baseline_window
-        self.max_fits, self.max_seconds = max_fits, max_seconds
+    iterations: int = 2000
+    batch_size: int = 2000
+    inner_epochs: int = 100
+    predictor_batch_size: int = 256
+    predictor_lr: float = 1e-3
+    learning_rate: float = 0.01
+    baseline: Literal["fixed", "moving"] = "fixed"
+    baseline_window: int = 100
 
     def validate(self) -> None:
         for name in ("iterations", "batch_size", "inner_epochs", "predictor_batch_size", "baseline_window"):
@@ -103,7 +106,7 @@ class DVRLValuer:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.baseline not in ("fixed", "moving"):
             raise ValueError(f"baseline must be 'fixed' or 'moving', got {self.baseline!r}")
-        check_budget_params(self.max_fits, self.max_seconds)
+        super().validate()
         if self.max_fits is not None and self.max_fits < SETUP_FITS + 1:
             raise ValueError(f"max_fits must be >= {SETUP_FITS + 1} for dvrl ({SETUP_FITS} setup fits "
                              f"+ 1 per outer iteration), got {self.max_fits}")
@@ -124,7 +127,7 @@ class DVRLValuer:
             return self._run(task, on_iteration)
 
     def _run(self, task: ValuationTask, on_iteration) -> Valuation:
-        budget = Budget(self.max_fits, self.max_seconds)
+        budget = self.new_budget()
         dev, k = task.device, int(task.n_classes)
         n, n_target = len(task.source), len(task.target)
 
@@ -191,7 +194,7 @@ class DVRLValuer:
         values = self.values(estimator, xs, onehot, diff)
         return budget.valuation(values, iterations=done, baseline=round(first_base, 6),
                                 mean_reward_last_100=round(float(np.mean(rewards[-100:])), 6) if rewards else None,
-                                engine=trainer.engine)
+                                trainer=trainer.name)
 
     @staticmethod
     @torch.no_grad()

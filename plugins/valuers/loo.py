@@ -18,42 +18,23 @@ leave-one-out model was not trained get value 0 (no evidence either way).
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
-
 import numpy as np
 import torch
 
 from valbench import hookimpl
-from valbench.training.stacked import FullBatchRecipe, engine_label
-from valbench.budget import Budget, check_budget_params
+from valbench.training.stacked import training_label
 from valbench.types import Valuation, ValuationTask
-from valbench.training.utility import Utility, check_recipe_params, check_task, full_fits
+from valbench.training.utility import RetrainingParams, check_task, full_fits
 from valbench.progress import progress
 
 
-class LOOValuer:
-    """Leave-one-out values from batched retraining (higher = removing it hurts more)."""
+class LOOValuer(RetrainingParams):
+    """Leave-one-out values from batched retraining (higher = removing it hurts more).
+    Its parameters are the retraining valuers' shared ones (RetrainingParams)."""
 
     name = "loo"
     version = "1"
-    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "compile": False}  # cheap settings for valbench.testing.check_valuer
-
-    def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
-                 dropout: Literal["shared", "off"] = "shared", models_per_batch: int = 32,
-                 compile: bool = True, max_fits: Optional[int] = None,
-                 max_seconds: Optional[float] = None) -> None:
-        self.steps = steps
-        self.lr = lr
-        self.full_models = full_models
-        self.dropout = dropout
-        self.models_per_batch = models_per_batch
-        self.compile = compile
-        self.max_fits = max_fits
-        self.max_seconds = max_seconds
-
-    def validate(self) -> None:
-        check_recipe_params(self.steps, self.lr, self.models_per_batch, self.full_models)
-        check_budget_params(self.max_fits, self.max_seconds)
+    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "compile": False}  # cheap settings for the kit
 
     def fits_needed(self, n_source: int) -> int:
         return n_source + full_fits(self.full_models, self.dropout)
@@ -68,8 +49,8 @@ class LOOValuer:
     def value(self, task: ValuationTask) -> Valuation:
         self.validate()
         self.check(task)
-        budget = Budget(self.max_fits, self.max_seconds)
-        util = Utility(task, FullBatchRecipe(self.steps, self.lr, self.dropout, self.compile), self.models_per_batch)
+        budget = self.new_budget()
+        util = self.utility(task)
         v_full = util.full(self.full_models)
         budget.spend(util.fits)
         n = util.n
@@ -88,7 +69,7 @@ class LOOValuer:
                 valued = stop
                 bar.update(stop - start)
         return budget.valuation(values, v_full=float(v_full.mean()), v_full_std=float(v_full.std()),
-                                valued=valued, engine=engine_label(self.compile))
+                                valued=valued, training=training_label(self.compile))
 
 
 @hookimpl

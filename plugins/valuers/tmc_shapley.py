@@ -32,11 +32,11 @@ import torch
 from scipy.stats import spearmanr
 
 from valbench import hookimpl
-from valbench.training.stacked import FullBatchRecipe, engine_label
-from valbench.budget import Budget, check_budget_params
+from valbench.training.stacked import training_label
+from valbench.budget import Budget
 from valbench.seeding import rng
 from valbench.types import Valuation, ValuationTask
-from valbench.training.utility import Utility, check_recipe_params, check_task, full_fits
+from valbench.training.utility import RetrainingParams, check_task, full_fits
 from valbench.progress import progress
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], np.ndarray]  # (index (M, n), weight (M, n)) -> v (M,)
@@ -220,39 +220,28 @@ def _run_wave(walks: list[_Walk], score: ScoreFn, v_full: float, tolerance: floa
                 w.advance(float(vk), v_full, tolerance, patience)
 
 
-class TMCShapleyValuer:
-    """Truncated Monte Carlo Data Shapley with batched prefix models."""
+@dataclass(frozen=True, kw_only=True)
+class TMCShapleyValuer(RetrainingParams):
+    """Truncated Monte Carlo Data Shapley with batched prefix models. Shares steps, lr,
+    full_models, dropout, models_per_batch, compile, max_fits and max_seconds with every
+    retraining valuer (valbench.training.utility.RetrainingParams)."""
 
     name = "tmc-shapley"
     version = "1"
-    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 3,
-                          "permutations_per_batch": 3, "models_per_batch": 200, "compile": False}  # cheap settings for valbench.testing.check_valuer
+    # cheap settings for the conformance kit: 3 permutations of 10-step fits
+    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 3, "permutations_per_batch": 3,
+                   "models_per_batch": 200, "compile": False}
 
-    def __init__(self, *, steps: int = 200, lr: float = 1e-4, full_models: int = 10,
-                 dropout: Literal["shared", "off"] = "shared", tolerance: float = 0.01, patience: int = 5,
-                 stopping: Literal["reference", "spearman"] = "reference", threshold: Optional[float] = None,
-                 min_permutations: Optional[int] = None, max_permutations: Optional[int] = None,
-                 permutations_per_batch: int = 10, models_per_batch: int = 32, compile: bool = True,
-                 max_fits: Optional[int] = None, max_seconds: Optional[float] = None) -> None:
-        self.steps = steps
-        self.lr = lr
-        self.full_models = full_models
-        self.dropout = dropout
-        self.tolerance = tolerance
-        self.patience = patience
-        self.stopping = stopping
-        self.threshold = threshold
-        self.min_permutations = min_permutations
-        self.max_permutations = max_permutations
-        self.permutations_per_batch = permutations_per_batch
-        self.models_per_batch = models_per_batch
-        self.compile = compile
-        self.max_fits = max_fits
-        self.max_seconds = max_seconds
+    tolerance: float = 0.01
+    patience: int = 5
+    stopping: Literal["reference", "spearman"] = "reference"
+    threshold: Optional[float] = None
+    min_permutations: Optional[int] = None
+    max_permutations: Optional[int] = None
+    permutations_per_batch: int = 10
 
     def validate(self) -> None:
-        check_recipe_params(self.steps, self.lr, self.models_per_batch, self.full_models)
-        check_budget_params(self.max_fits, self.max_seconds)
+        super().validate()
         if not 0 <= self.tolerance < 1:
             raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
         if self.patience < 0:
@@ -278,8 +267,8 @@ class TMCShapleyValuer:
         """value(task), calling ``on_wave(permutations, values, budget)`` after each wave."""
         self.validate()
         self.check(task)
-        budget = Budget(self.max_fits, self.max_seconds)
-        util = Utility(task, FullBatchRecipe(self.steps, self.lr, self.dropout, self.compile), self.models_per_batch)
+        budget = self.new_budget()
+        util = self.utility(task)
         v_full = util.full(self.full_models)
         budget.spend(util.fits)
 
@@ -300,7 +289,7 @@ class TMCShapleyValuer:
         return budget.valuation(res.values, permutations=res.permutations, converged=res.converged,
                                 statistic=res.statistic, v_full=float(v_full.mean()), v_empty=util.empty,
                                 mean_truncation=float(np.mean(cuts)) if cuts else None,
-                                engine=engine_label(self.compile))
+                                training=training_label(self.compile))
 
 
 @hookimpl

@@ -42,7 +42,7 @@ from valbench.training.models import MLP
 
 
 class RepeatedTrainer(Protocol):
-    engine: str
+    name: str  # which trainer: "flat-mlp" or "autograd" (recorded in a valuation's info)
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *,
             select: np.ndarray | None = None, weight: torch.Tensor | None = None) -> None:
@@ -105,7 +105,7 @@ class FlatMLPTrainer:
     LayerNorm layers) with hand-written gradients (valbench.training.chain
     passes) on one flat parameter buffer."""
 
-    engine = "flat-mlp"
+    name = "flat-mlp"
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
@@ -220,7 +220,7 @@ class FlatMLPTrainer:
 class AutogradTrainer:
     """The same recipe as an ordinary autograd loop with ``torch.optim.Adam``, for any module."""
 
-    engine = "autograd"
+    name = "autograd"
 
     def __init__(self, model: nn.Module, recipe: MinibatchRecipe, device: str):
         self.recipe, self.device = recipe, device

@@ -168,7 +168,7 @@ def compile_status() -> str | None:
     return _Loss.compile_error
 
 
-def engine_label(compile: bool) -> str:
+def training_label(compile: bool) -> str:
     """What actually ran, for a valuation's info: "batched", "batched+compile" or why not."""
     if not compile:
         return "batched"

@@ -8,7 +8,8 @@ deterministic set function for a given mask stream. Used by ``loo`` and ``tmc-sh
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch
 from valbench.training.stacked import FullBatchRecipe, StackedNet, UnsupportedNetwork, layer_spec, train_stacked
 from valbench.training.models import build_model, targets, tensor
 from valbench.training.scoring import batched_performance, check_metric, empty_set_score
+from valbench.budget import BudgetParams
 from valbench.types import ValuationTask
 
 
@@ -44,6 +46,37 @@ def check_task(task: ValuationTask) -> None:
         layer_spec(build_model(task.learner, task.seed, "cpu"))
     except UnsupportedNetwork as exc:
         raise ValueError(f"learner '{task.learner.architecture}': {exc}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainingParams(BudgetParams):
+    """The parameters the retraining valuers share (loo, tmc-shapley), declared once, with
+    the budget's. A valuer subclasses this as a keyword-only frozen dataclass and adds its own.
+
+    ``steps``, ``lr``: each utility model is ``steps`` full-batch Adam steps at ``lr`` from
+    the task's one initialisation (the DVGS port's 200 at 1e-4: docs/protocol.md);
+    ``full_models``: v(D) is the mean over this many full-data models; ``dropout``:
+    "shared" (every model uses the same dropout masks per source sample) or "off";
+    ``models_per_batch``: models trained together as one stacked computation (memory and
+    speed only); ``compile``: torch.compile the stacked step (falls back to eager).
+    """
+
+    steps: int = 200
+    lr: float = 1e-4
+    full_models: int = 10
+    dropout: Literal["shared", "off"] = "shared"
+    models_per_batch: int = 32
+    compile: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        check_recipe_params(self.steps, self.lr, self.models_per_batch, self.full_models)
+
+    def recipe(self) -> FullBatchRecipe:
+        return FullBatchRecipe(self.steps, self.lr, self.dropout, self.compile)
+
+    def utility(self, task: ValuationTask) -> "Utility":
+        return Utility(task, self.recipe(), self.models_per_batch)
 
 
 def source_tensors(task: ValuationTask) -> tuple[torch.Tensor, torch.Tensor]:

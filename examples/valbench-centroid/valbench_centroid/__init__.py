@@ -31,8 +31,8 @@ class CentroidValuer:
     def check(self, task: ValuationTask) -> None:
         absent = sorted(set(np.unique(task.source.y).tolist()) - set(np.unique(task.target.y).tolist()))
         if absent:
-            raise ValueError(f"centroid: the target set has no sample of class {absent[0]}, which the source set "
-                             "has; use a larger target set")
+            raise ValueError(f"the target set has no sample of class {absent[0]}, which the source set has; "
+                             "use a larger target set")
 
     def value(self, task: ValuationTask) -> np.ndarray:
         xs = np.asarray(task.source.x, dtype=np.float64).reshape(len(task.source), -1)
