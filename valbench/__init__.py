@@ -16,7 +16,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # valbench.types and valbench.hookspecs; the rest are helpers plugins share.
 PUBLIC_MODULES = (
     "valbench",            # hookimpl
-    "valbench.types",      # the records and protocols (the contract)
+    "valbench.types",      # the records and protocols (the contract, part 2)
+    "valbench.hookspecs",  # the hooks (the contract, part 1; plugins implement them, rarely import it)
     "valbench.errors",     # DataError and friends: one-line errors for the CLI
     "valbench.seeding",    # derive_seed, rng, torch_generator: named random streams
     "valbench.progress",   # progress bars for long loops

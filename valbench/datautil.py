@@ -1,13 +1,25 @@
 """Helpers dataset plugins share: content hashes, sampling splits, min-max scaling, where
-files are looked for, checksums recorded in the cache, checked downloads, cached arrays."""
+files are looked for, checksums recorded in the cache, checked downloads, cached arrays.
+
+A dataset that reads published files follows one pattern: ``locate`` its files (the
+user's ``path=`` or :func:`dataset_dir`'s cache folder, :func:`download` when missing,
+:func:`missing` for the error), ``fingerprint()`` = :func:`files_fingerprint` of them,
+and read them with :func:`load_once` (once per process and content); arrays derived at
+great cost are kept in the cache by content hash with :func:`cached_array`. Every file
+valbench writes goes through :func:`atomic_path`, so a crash never leaves half a file.
+"""
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
 
 import numpy as np
 
@@ -117,6 +129,32 @@ def missing(dataset: str, fname: str, where: list[Path] | Path, how: str) -> Dat
     return DataError(f"{dataset}: {fname} not found in {', '.join(map(str, places))}; {how}")
 
 
+@contextlib.contextmanager
+def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``target`` to write to; when the block ends without error it
+    replaces ``target`` in one step, otherwise it is removed. ``suffix``: an extension the
+    writer insists on (np.save adds ".npy", np.savez ".npz")."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_once(read: Callable[..., T], files: Sequence[str | Path], *args: Any) -> T:
+    """``read(files, *args)`` (files as a tuple of Paths), computed once per process for
+    the same function, arguments and file CONTENT: a changed file is read again."""
+    paths = tuple(Path(f) for f in files)
+    return _load_once(read, paths, files_fingerprint(*paths), args)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_once(read: Callable[..., Any], paths: tuple[Path, ...], fingerprint: str, args: tuple) -> Any:
+    return read(paths, *args)
+
+
 def _hash_store() -> Path:
     return cache_dir() / "checksums.json"
 
@@ -130,12 +168,9 @@ def _read_store() -> dict:
 
 def _write_store(data: dict) -> None:
     """Atomically replace the checksum record (a lost concurrent update only costs a re-hash)."""
-    target = _hash_store()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, target)
+        with atomic_path(_hash_store()) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     except OSError:  # a read-only cache still works; hashes are then recomputed per process
         pass
 
@@ -185,31 +220,27 @@ def download(url: str, dest: Path, *, dataset: str, md5: str | None = None, sha2
     if os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
         raise DataError(f"{dataset}: {dest.name} is not in {dest.parent} and {OFFLINE_ENV} forbids downloading it "
                         f"from {url}; download it yourself and put it there (or pass path=)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     h_md5, h_sha = hashlib.md5(), hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
-            for block in iter(lambda: r.read(1 << 20), b""):
-                out.write(block)
-                h_md5.update(block)
-                h_sha.update(block)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{dataset}: {dest.name} is not in {dest.parent} and downloading it from {url} failed "
-                        f"({exc}); download it yourself and put it there (or pass path=)") from None
-    got_md5, got_sha = h_md5.hexdigest(), h_sha.hexdigest()
-    store = _read_store()
-    recorded = store.get("downloads", {}).get(url)
-    expected = [(md5, got_md5, "MD5"), (sha256, got_sha, "SHA-256")]
-    if recorded and not (md5 or sha256):
-        expected.append((recorded, got_sha, "recorded SHA-256"))
-    for want, got, what in expected:
-        if want and want.lower() != got:
-            tmp.unlink(missing_ok=True)
-            raise DataError(f"{dataset}: the file downloaded from {url} has {what} {got}, expected {want}; "
-                            "the download is corrupt or the file changed upstream")
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:  # kept only if the download completes and its checksum matches
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    out.write(block)
+                    h_md5.update(block)
+                    h_sha.update(block)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DataError(f"{dataset}: {dest.name} is not in {dest.parent} and downloading it from {url} failed "
+                            f"({exc}); download it yourself and put it there (or pass path=)") from None
+        got_md5, got_sha = h_md5.hexdigest(), h_sha.hexdigest()
+        store = _read_store()
+        recorded = store.get("downloads", {}).get(url)
+        expected = [(md5, got_md5, "MD5"), (sha256, got_sha, "SHA-256")]
+        if recorded and not (md5 or sha256):
+            expected.append((recorded, got_sha, "recorded SHA-256"))
+        for want, got, what in expected:
+            if want and want.lower() != got:
+                raise DataError(f"{dataset}: the file downloaded from {url} has {what} {got}, expected {want}; "
+                                "the download is corrupt or the file changed upstream")
     store.setdefault("downloads", {})[url] = got_sha
     _write_store(store)
     return dest
@@ -234,11 +265,9 @@ def cached_array(key: str, compute: Callable[[], np.ndarray], subdir: str = "arr
             target.unlink(missing_ok=True)
     out = compute()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, out, allow_pickle=False)
-        os.replace(tmp, target)
-    except OSError:
+        with atomic_path(target, ".npy") as tmp:
+            np.save(tmp, out, allow_pickle=False)
+    except OSError:  # a read-only cache still works: the array is recomputed next time
         pass
     return out
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from valbench.datautil import atomic_path
 from valbench.errors import StoreError
 from valbench.types import Job, JobResult
 
@@ -123,11 +124,9 @@ class Store:
     def finish_attempt(self, attempt_id: int, result: JobResult) -> None:
         values_file = None
         if result.values is not None:
-            self.values_dir.mkdir(parents=True, exist_ok=True)
             name = f"{result.key[:20]}-{attempt_id}.npz"
-            tmp = self.values_dir / (name + ".tmp.npz")
-            np.savez_compressed(tmp, values=result.values, truth=result.truth.values, truth_kind=result.truth.kind)
-            tmp.replace(self.values_dir / name)
+            with atomic_path(self.values_dir / name, ".npz") as tmp:
+                np.savez_compressed(tmp, values=result.values, truth=result.truth.values, truth_kind=result.truth.kind)
             values_file = name
         t = asdict(result.timing) if result.timing else {}
         with self.con:

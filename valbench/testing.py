@@ -18,8 +18,12 @@ on this machine) is reported as skipped with the reason. Nothing is silently dro
 
 The checks run each plugin with its ``test_params`` (cheap settings) and, for the
 "rejected-or-valid" checks, on inputs the harness can hand it: every input must either
-be refused cleanly (``validate()`` or ``check(task)`` raising ValueError, which the
-harness turns into a one-line error) or give a valid result.
+be refused cleanly (``validate()`` or ``check(task)`` raising ValueError or TypeError,
+which the harness turns into a one-line error) or give a valid result. Numeric
+parameters are probed at 0 and -1; other parameters are left to the CLI's type checks.
+
+The tasks the valuer checks use are public, for a plugin's own tests: :func:`easy_task`
+(two Gaussian classes, 20% of source labels flipped) and :func:`unsupervised_task`.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from valbench.seeding import rng
 from valbench.types import KINDS, Learner, Split, Splits, Truth, Valuation, ValuationTask, readonly
 
 PASSED, FAILED, XFAIL, XPASS, SKIPPED = "passed", "failed", "expected failure", "unexpectedly passed", "skipped"
+REFUSALS = (ValueError, TypeError)  # what validate() and check(task) raise to refuse: the harness's one-line error
 
 
 class Skip(Exception):
@@ -196,7 +201,7 @@ def _refused_or_valid(cls: type, params: dict[str, Any], task: ValuationTask, wh
     if callable(getattr(plugin, "check", None)):
         try:
             plugin.check(task)
-        except ValueError:
+        except REFUSALS:
             return
     try:
         _values(cls, plugin, task)
@@ -250,7 +255,7 @@ def _common(kind: str, cls: type, params: dict[str, Any]) -> dict[str, Callable[
     def validates_defaults() -> None:
         try:
             _build(cls, params)
-        except ValueError as exc:
+        except REFUSALS as exc:
             raise AssertionError(f"{cls.name}: validate() refuses its own test parameters {params}: {exc}") from None
 
     return {"registers": registers, "stores-parameters": stores_parameters, "validates-defaults": validates_defaults}
@@ -295,7 +300,7 @@ def _valuer_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], 
 
     def unsupervised() -> None:
         if option(info, "supervised_only"):
-            return  # the harness refuses it in unsupervised mode before any work
+            raise Skip("supervised_only: the harness refuses unsupervised tasks before any work")
         task = _with_annotations(cls, unsupervised_task(), np.ones(120))
         try:  # a refusal in check(task) is a clean one-line error: fine for a setting that needs labels
             _refused_or_valid(cls, params, task, "an unsupervised task (n_classes None, y = x, metric r2)")
@@ -319,7 +324,7 @@ def _valuer_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], 
                 trial = {**params, p.name: bad}
                 try:
                     _build(cls, trial)
-                except ValueError:
+                except REFUSALS:
                     continue
                 _refused_or_valid(cls, trial, task, f"{p.name}={bad!r} (validate() let it through)")
 
@@ -447,7 +452,7 @@ def _corruption_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[
 
     def unsupervised() -> None:
         if option(_info(cls, "corruption"), "supervised_only"):
-            return
+            raise Skip("supervised_only: the harness refuses unsupervised tasks before any work")
         x = np.asarray(source.x)
         out, truth = apply(Split(x, x.copy()).frozen(), None)
         assert out.x.shape == x.shape and len(truth.values) == len(x), f"{cls.name}: fails without labels"

@@ -181,7 +181,10 @@ class Valuation:
 # each with a default). Members with a value below are OPTIONAL: a plugin that leaves
 # them out gets that value. Methods marked @optional may be left out too. Everything
 # else is required. valbench.plugins and the conformance kit (valbench.testing) read
-# this list; the harness reads no member that is not declared here.
+# this list; the harness reads no member that is not declared here. A plugin may declare
+# its parameters as a frozen keyword-only dataclass (fields = parameters, as the built-in
+# retraining valuers do); its name, version, test_params and known_failures then stay
+# plain class attributes WITHOUT annotations, or they would become parameters.
 
 F = TypeVar("F", bound=Callable[..., Any])
 NO_PARAMS: Mapping[str, Scalar] = MappingProxyType({})
@@ -199,7 +202,8 @@ class Plugin(Protocol):
     name: str
     """lowercase letters, digits, '-' or '_'; unique within its kind."""
     version: str = ""
-    """goes into job keys: bump it when your results change ("": the distribution's version)."""
+    """goes into job keys: bump it when your results change ("": the installed distribution's
+    version, or valbench's for a module loaded through VALBENCH_PLUGINS)."""
     test_params: Mapping[str, Scalar] = NO_PARAMS
     """cheap parameters the conformance kit uses instead of the defaults (benchopt's test_config)."""
     known_failures: Mapping[str, str] = NO_PARAMS
@@ -207,7 +211,7 @@ class Plugin(Protocol):
 
     @optional
     def validate(self) -> None:
-        """Range checks of the parameters, before any data is loaded; raise ValueError."""
+        """Range checks of the parameters, before any data is loaded; raise ValueError (or TypeError)."""
 
 
 class Dataset(Plugin, Protocol):
@@ -250,7 +254,9 @@ class Valuer(Plugin, Protocol):
 
     @optional
     def check(self, task: ValuationTask) -> None:
-        """Data-dependent preconditions (k <= n, a budget too small), run before any work; raise ValueError."""
+        """Data-dependent preconditions (k <= n, a budget too small), run before any work;
+        raise ValueError. The harness calls it on its own instance (built from the same
+        parameters) before anything is written, so value() must not rely on state it set."""
 
     def value(self, task: ValuationTask) -> np.ndarray | Valuation:
         """A float ndarray of one finite value per source sample, higher = more valuable."""

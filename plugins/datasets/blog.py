@@ -11,7 +11,6 @@ the rest); rows with missing values are dropped; one min-max scaler over all thr
 """
 from __future__ import annotations
 
-import functools
 import io
 import zipfile
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import binary_tabular_splits, check_sizes, dataset_dir, download, files_fingerprint, missing
+from valbench.datautil import (binary_tabular_splits, check_sizes, dataset_dir, download, files_fingerprint,
+                               load_once, missing)
 from valbench.errors import DataError
 from valbench.types import Splits
 
@@ -88,8 +88,7 @@ def _read_archive(archive: Path) -> tuple[np.ndarray, np.ndarray]:
     return train, test
 
 
-@functools.lru_cache(maxsize=4)
-def _load(files: tuple[Path, ...], fingerprint: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _load(files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unscaled features and 0/1 labels of the training file and of the test files, NaN rows dropped."""
     if len(files) == 1:
         train, test = _read_archive(files[0])
@@ -120,8 +119,7 @@ class Blog:
         return files_fingerprint(*locate(self.path))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        files = tuple(locate(self.path))
-        return _load(files, files_fingerprint(*files))
+        return load_once(_load, locate(self.path))
 
     def load(self, seed: int) -> Splits:
         return binary_tabular_splits(seed, self.name, *self.arrays(), self.n_source, self.n_target, self.n_test)

@@ -17,7 +17,6 @@ the weights are read from the torch cache (``$TORCH_HOME/hub/checkpoints``) or `
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import tarfile
 import zlib
@@ -28,7 +27,7 @@ import numpy as np
 
 from valbench import hookimpl
 from valbench.datautil import (check_sizes, dataset_dir, download, file_sha256, files_fingerprint,
-                               image_classification_splits, missing, sha256_bytes, split_pools)
+                               image_classification_splits, load_once, missing, sha256_bytes, split_pools)
 from valbench.errors import DataError
 from valbench.types import Splits
 
@@ -92,8 +91,7 @@ def _read_members(files: tuple[Path, ...]) -> dict[str, bytes]:
     return out
 
 
-@functools.lru_cache(maxsize=2)
-def _load(files: tuple[Path, ...], fingerprint: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _load(files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     raw = _read_members(files)
     train = [records(raw[m], m) for m in MEMBERS[:5]]
     xt, yt = records(raw[MEMBERS[5]], MEMBERS[5])
@@ -197,8 +195,7 @@ class Cifar10:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Training images and labels, test images and labels (uint8 CHW, int64)."""
-        files = tuple(locate(self.path))
-        return _load(files, files_fingerprint(*files))
+        return load_once(_load, locate(self.path))
 
     def load(self, seed: int) -> Splits:
         xd, yd, xt, yt = self.arrays()

@@ -16,9 +16,7 @@ so feature noise goes into the pixels; the CNN's weights are cached by content h
 """
 from __future__ import annotations
 
-import functools
 import gzip
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -29,8 +27,8 @@ import torch
 from torch import nn
 
 from valbench import hookimpl
-from valbench.datautil import (cache_dir, check_sizes, dataset_dir, file_sha256, files_fingerprint,
-                               image_classification_splits, missing, sha256_bytes, split_pools)
+from valbench.datautil import (atomic_path, cache_dir, check_sizes, dataset_dir, file_sha256, files_fingerprint,
+                               image_classification_splits, load_once, missing, sha256_bytes, split_pools)
 from valbench.errors import DataError
 from valbench.seeding import derive_seed, rng, torch_generator
 from valbench.types import Splits
@@ -76,8 +74,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-@functools.lru_cache(maxsize=2)
-def _load(files: tuple[Path, ...], fingerprint: str) -> tuple[np.ndarray, ...]:
+def _load(files: tuple[Path, ...]) -> tuple[np.ndarray, ...]:
     xd, yd, xt, yt = (read_idx(f) for f in files)
     for x, y, what in ((xd, yd, "train"), (xt, yt, "t10k")):
         if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
@@ -169,8 +166,7 @@ class FashionMNIST:
         return sha256_bytes(files_fingerprint(*locate(self.path)).encode(), self.representation.encode())
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        files = tuple(locate(self.path))
-        return _load(files, files_fingerprint(*files))
+        return load_once(_load, locate(self.path))
 
     def pools(self) -> tuple[np.ndarray, np.ndarray]:
         """Training-image indices: (held out for CNN pretraining, source pool); disjoint."""
@@ -194,10 +190,8 @@ class FashionMNIST:
             except Exception:  # a partial or foreign file: train again
                 target.unlink(missing_ok=True)
         net = pretrain(xd[held], yd[held], self.data_seed, self.pretrain_epochs)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        torch.save(net.state_dict(), tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            torch.save(net.state_dict(), tmp)
         return CNNEncoder(net, file_sha256(target))
 
     def load(self, seed: int) -> Splits:

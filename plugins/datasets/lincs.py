@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import (cached_array, check_sizes, dataset_dir, files_fingerprint, missing, sha256_bytes,
-                               weighted_sample)
+from valbench.datautil import (cached_array, check_sizes, dataset_dir, files_fingerprint, load_once, missing,
+                               sha256_bytes, weighted_sample)
 from valbench.errors import DataError
 from valbench.seeding import rng
 from valbench.types import Split, Splits
@@ -227,9 +227,9 @@ def gene_stats(level5: GCTX, rows: np.ndarray, genes: np.ndarray) -> np.ndarray:
     return np.stack([mean, np.where(std > 0, std, 1.0)])
 
 
-@functools.lru_cache(maxsize=2)
-def prepare(files: tuple[Path, Path, Path, Path], fingerprint: str, max_replicates: int) -> Prepared:
+def prepare(files: tuple[Path, Path, Path, Path], max_replicates: int) -> Prepared:
     level5_path, level4_path, siginfo_path, geneinfo_path = files
+    fingerprint = files_fingerprint(*files)
     genes_df = _table(geneinfo_path, GENE_COLUMNS)
     landmarks = set(genes_df.loc[genes_df["feature_space"] == "landmark", "gene_id"])
     if not landmarks:
@@ -298,8 +298,7 @@ class Lincs:
         return files_fingerprint(*self.files())
 
     def prepared(self) -> Prepared:
-        files = self.files()
-        return prepare(files, files_fingerprint(*files), self.max_replicates)
+        return load_once(prepare, self.files(), self.max_replicates)
 
     def _draw(self, g: np.random.Generator, pool: np.ndarray, k: int, pert_ids: np.ndarray, what: str) -> np.ndarray:
         if k > len(pool):

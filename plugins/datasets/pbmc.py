@@ -17,7 +17,6 @@ all cells by the seed: 400 / 150 / rest.
 """
 from __future__ import annotations
 
-import functools
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -25,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from valbench import hookimpl
-from valbench.datautil import check_sizes, file_sha256, missing, take
+from valbench.datautil import check_sizes, file_sha256, load_once, missing, take
 from valbench.errors import DataError
 from valbench.seeding import rng
 from valbench.types import Split, Splits
@@ -88,9 +87,10 @@ def read_categorical(f, column: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(codes, dtype=np.int64), _text(cats[()])
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: Path, sha: str, layer: str, label: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _load(files: tuple[Path], layer: str, label: str) -> tuple[np.ndarray, np.ndarray, int]:
     import h5py
+
+    (path,) = files
 
     try:
         with h5py.File(path, "r") as f:
@@ -138,8 +138,7 @@ class PBMC:
         return file_sha256(self.file())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, int]:
-        f = self.file()
-        return _load(f, file_sha256(f), self.layer, self.label)
+        return load_once(_load, [self.file()], self.layer, self.label)
 
     def load(self, seed: int) -> Splits:
         x, y, k = self.arrays()
