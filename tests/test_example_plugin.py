@@ -44,35 +44,64 @@ def python(installed, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
 
 
-def valbench(installed, *args: str) -> subprocess.CompletedProcess:
-    p = python(installed, "-m", "valbench.cli", *args)
-    assert p.returncode == 0, f"valbench {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}"
-    return p
+SCRIPT = """
+import importlib.metadata as md, sys
+import valbench_centroid
+from valbench.cli import main
+print(valbench_centroid.__file__, md.distribution("valbench-centroid").version)
+for args in sys.argv[1:]:
+    print("=== " + args, flush=True)
+    code = main(args.split())
+    print("=== exit", code, flush=True)
+"""
 
 
-def test_the_installed_copy_is_imported(installed):
-    p = python(installed, "-c", "import valbench_centroid as m, importlib.metadata as md; "
-                                "print(m.__file__); print(md.distribution('valbench-centroid').version)")
-    path, version = p.stdout.split()
+@pytest.fixture(scope="module")
+def cli(installed):
+    """What the README's commands print, run in ONE process (each would import torch anew):
+    {command: (exit code, output)}, plus the imported module's path and version."""
+    store = installed[1] / "r.sqlite"
+    commands = ["plugins", "check centroid",
+                f"run --datasets synthetic --corruptions labels --valuers centroid,random --seeds 2 --results {store}",
+                f"table 1 --results {store}"]
+    p = python(installed, "-c", SCRIPT, *commands)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    first, *parts = p.stdout.split("=== ")
+    out = {"import": (0, first)}
+    for part in parts:
+        if part.startswith("exit "):
+            continue
+        command, _, text = part.partition("\n")
+        out[command] = (None, text)
+    codes = [int(c) for c in re.findall(r"^=== exit (\d+)$", p.stdout, re.M)]
+    return {k: (codes[i - 1] if i else 0, v[1]) for i, (k, v) in enumerate(out.items())}
+
+
+def ran(cli, command: str) -> str:
+    code, text = cli[command]
+    assert code == 0, f"valbench {command} exited {code}:\n{text}"
+    return text
+
+
+def test_the_installed_copy_is_imported(cli, installed):
+    path, version = ran(cli, "import").split()
     assert Path(path).is_relative_to(installed[1] / "site") and version == "0.1.0"
 
 
-def test_plugins_lists_it_with_its_distribution(installed):
-    rows = [line.split() for line in valbench(installed, "plugins").stdout.splitlines()]
+def test_plugins_lists_it_with_its_distribution(cli):
+    rows = [line.split() for line in ran(cli, "plugins").splitlines()]
     assert ["valuer", "centroid", "valbench-centroid"] in [r[:3] for r in rows]
 
 
-def test_check_passes(installed):
-    out = valbench(installed, "check", "centroid").stdout
+def test_check_passes(cli):
+    out = ran(cli, "check centroid")
     assert "valbench-centroid" in out and "FAILED" not in out
     assert re.search(r"(\d+) of \1 checks as expected", out), out
 
 
-def test_run_and_table(installed):
-    store = str(installed[1] / "r.sqlite")
-    valbench(installed, "run", "--datasets", "synthetic", "--corruptions", "labels", "--valuers", "centroid,random",
-             "--seeds", "2", "--results", store)
-    lines = [line for line in valbench(installed, "table", "1", "--results", store).stdout.splitlines()
+def test_run_and_table(cli):
+    ran(cli, next(c for c in cli if c.startswith("run ")))
+    lines = [line for line in ran(cli, next(c for c in cli if c.startswith("table 1"))).splitlines()
              if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     row = [c.strip() for c in next(line for line in lines if "synthetic" in line).strip("|").split("|")]

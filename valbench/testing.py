@@ -41,6 +41,7 @@ from valbench.seeding import rng
 from valbench.types import KINDS, Learner, Split, Splits, Truth, Valuation, ValuationTask, readonly
 
 PASSED, FAILED, XFAIL, XPASS, SKIPPED = "passed", "failed", "expected failure", "unexpectedly passed", "skipped"
+KIT_SOURCE, KIT_TARGET = 150, 100  # the easy task of the valuer checks: small enough for a test run
 REFUSALS = (ValueError, TypeError)  # what validate() and check(task) raise to refuse: the harness's one-line error
 
 
@@ -270,7 +271,7 @@ def _valuer_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], 
 
     def easy() -> tuple[ValuationTask, np.ndarray]:
         if "task" not in memo:
-            task, mask = easy_task()
+            task, mask = easy_task(n_source=KIT_SOURCE, n_target=KIT_TARGET)
             memo["task"], memo["mask"] = _with_annotations(cls, task, 1.0 - mask), mask
             memo["before"] = {k: v.copy() for k, v in _arrays(memo["task"]).items()}
         return memo["task"], memo["mask"]

@@ -20,6 +20,7 @@ from valbench.types import Valuation, ValuationTask
 class DVGS(DVGSConfig):
     name = "dvgs"
     version = "1"
+    test_params = {"restarts": 1, "epochs": 40}  # the conformance kit: one restart is enough to check the contract
 
     def check(self, task: ValuationTask) -> None:
         """The model can be valued: no BatchNorm, parameters match, the engine applies."""
