@@ -19,9 +19,6 @@ class CorruptionAUROC:
     higher_is_better = True
     paper_table = 1
 
-    def __init__(self) -> None:
-        pass
-
     def score(self, values: np.ndarray, truth: Truth) -> float:
         mask = np.asarray(truth.values)
         if mask.min() == mask.max():

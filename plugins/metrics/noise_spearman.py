@@ -20,9 +20,6 @@ class NoiseSpearman:
     higher_is_better = True
     paper_table = 2
 
-    def __init__(self) -> None:
-        pass
-
     def score(self, values: np.ndarray, truth: Truth) -> float:
         values = np.asarray(values)
         if values.min() == values.max():

@@ -19,9 +19,6 @@ class APCValuer:
     version = "1"
     requires_annotations = ("apc",)
 
-    def __init__(self) -> None:
-        pass
-
     def value(self, task: ValuationTask) -> np.ndarray:
         apc = task.source_annotations.get("apc")
         if apc is None:

@@ -47,12 +47,7 @@ class LOOValuer(RetrainingParams):
                              f"max_fits={self.max_fits} is too small")
 
     def value(self, task: ValuationTask) -> Valuation:
-        self.validate()
-        self.check(task)
-        budget = self.new_budget()
-        util = self.utility(task)
-        v_full = util.full(self.full_models)
-        budget.spend(util.fits)
+        budget, util, v_full = self.start(task)
         n = util.n
         values = np.zeros(n)
         index = torch.arange(n, device=task.device)

@@ -24,9 +24,6 @@ class TargetLossValuer:
     name = "target-loss"
     version = "1"
 
-    def __init__(self) -> None:
-        pass
-
     def value(self, task: ValuationTask) -> Valuation:
         learner, dev = task.learner, task.device
         model = fit_learner(learner, task.target.x, task.target.y, task.n_classes, seed=task.seed,

@@ -265,12 +265,7 @@ class TMCShapleyValuer(RetrainingParams):
 
     def run(self, task: ValuationTask, on_wave: Callable[[int, np.ndarray, Budget], None] | None = None) -> Valuation:
         """value(task), calling ``on_wave(permutations, values, budget)`` after each wave."""
-        self.validate()
-        self.check(task)
-        budget = self.new_budget()
-        util = self.utility(task)
-        v_full = util.full(self.full_models)
-        budget.spend(util.fits)
+        budget, util, v_full = self.start(task)
 
         def score(index: torch.Tensor, weight: torch.Tensor) -> np.ndarray:
             before = util.fits

@@ -17,7 +17,7 @@ import torch
 from valbench.training.stacked import FullBatchRecipe, StackedNet, UnsupportedNetwork, layer_spec, train_stacked
 from valbench.training.models import build_model, targets, tensor
 from valbench.training.scoring import batched_performance, check_metric, empty_set_score
-from valbench.budget import BudgetParams
+from valbench.budget import Budget, BudgetParams
 from valbench.types import ValuationTask
 
 
@@ -77,6 +77,20 @@ class RetrainingParams(BudgetParams):
 
     def utility(self, task: ValuationTask) -> "Utility":
         return Utility(task, self.recipe(), self.models_per_batch)
+
+    def start(self, task: ValuationTask) -> tuple[Budget, "Utility", np.ndarray]:
+        """What every retraining valuation begins with: parameters and task checked
+        (``validate()``, the valuer's ``check(task)``), a fresh budget, the utility, and
+        v(D) of ``full_models`` full-data models (their fits spent from the budget)."""
+        self.validate()
+        check = getattr(self, "check", None)
+        if callable(check):
+            check(task)
+        budget = self.new_budget()
+        util = self.utility(task)
+        v_full = util.full(self.full_models)
+        budget.spend(util.fits)
+        return budget, util, v_full
 
 
 def source_tensors(task: ValuationTask) -> tuple[torch.Tensor, torch.Tensor]:
