@@ -87,8 +87,8 @@ def csv_inputs(tmp_path):
 
 
 BAD = [
-    (["--valuers", "randon"], "unknown valuer 'randon'; did you mean 'random'? registered: "),
-    (["--datasets", "adlt"], "unknown dataset 'adlt'; did you mean 'adult'?"),
+    (["--valuers", "randon"], "unknown valuer 'randon' (did you mean 'random'?); registered: "),
+    (["--datasets", "adlt"], "unknown dataset 'adlt' (did you mean 'adult'?)"),
     (["--corruptions", "labels[rate=0.4"], "unclosed '['"),
     (["--corruptions", "labels[rate]"], "malformed parameter 'rate'"),
     (["--corruptions", "labels[rate=1.5]"], "rate must be in (0, 1), got 1.5"),

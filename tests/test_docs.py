@@ -114,3 +114,14 @@ def test_contract_modules_import_nothing_of_the_harness():
         imported = {m for _, m in _valbench_imports(ROOT / "valbench" / name)}
         assert imported <= {"valbench", "valbench.types"}, (name, imported)
         assert not re.search(r"^\s*(import|from) torch", text, re.M), name
+
+
+def test_every_conformance_check_is_documented(registry):
+    """docs/plugins.md lists every check the kit runs, for each kind, by its name."""
+    from valbench.testing import checks
+
+    for kind, name in (("dataset", "synthetic"), ("corruption", "labels"), ("valuer", "random"),
+                       ("metric", "corruption-auroc")):
+        for check in checks(registry.get(kind, name).cls, kind=kind):
+            assert f"`{check.name}`" in DOC[DOC.index("What the conformance kit checks"):], (
+                f"{kind} check '{check.name}' is not documented in docs/plugins.md")

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.training.repeated import AutogradTrainer, FlatMLPTrainer, MinibatchRecipe, make_trainer, single_thread
+from valbench.training.models import single_thread
+from valbench.training.repeated import AutogradTrainer, FlatMLPTrainer, MinibatchRecipe, make_trainer
 from valbench.training.models import build_model
 from valbench.types import Learner
 

@@ -64,5 +64,5 @@ def test_int_parameter_rejects_float_and_bool(registry):
 
 
 def test_unknown_name_suggests(registry):
-    with pytest.raises(PluginError, match="unknown valuer 'randon'; did you mean 'random'\\? registered: (.*, )?random(,|$)"):
+    with pytest.raises(PluginError, match="unknown valuer 'randon' \\(did you mean 'random'\\?\\); registered: (.*, )?random(,|$)"):
         resolve(registry, "valuer", "randon")

@@ -136,3 +136,31 @@ def test_third_party_distribution_and_autoload_switch(tmp_path):
     env = {"VALBENCH_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": ""}
     off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert "thirdparty-constant" not in off.stdout and "random" in off.stdout
+
+
+def test_a_hook_with_a_misspelt_argument_names_the_plugin():
+    class Misspelt:
+        @hookimpl
+        def register_valuers(self, reg):  # the spec's argument is 'register'
+            pass
+
+    with pytest.raises(PluginError, match=r"plugin .*Misspelt.*register_valuers.*reg"):
+        build_registry(extra=[Misspelt()])
+
+
+def test_a_registration_hook_that_raises_names_the_plugin():
+    class Raises:
+        @hookimpl
+        def register_metrics(self, register):
+            raise RuntimeError("bug in the plugin")
+
+    with pytest.raises(PluginError, match="register_metrics raised RuntimeError: bug in the plugin"):
+        build_registry(extra=[Raises()])
+
+
+def test_an_extra_module_that_raises_at_import_is_a_plugin_error(tmp_path, monkeypatch):
+    (tmp_path / "raises_at_import.py").write_text("raise RuntimeError('broken on import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("VALBENCH_PLUGINS", "raises_at_import")
+    with pytest.raises(PluginError, match="'raises_at_import', which cannot be imported: RuntimeError: broken on import"):
+        build_registry()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from valbench.errors import PluginError
 from valbench.testing import FAILED, PASSED, SKIPPED, XFAIL, XPASS, check_plugin, checks, parametrize_with_checks
 from valbench.types import Split, Splits, Truth
 
@@ -116,7 +117,7 @@ def test_known_failures_are_reported_with_their_reason_and_must_stay_true():
     assert got.status == XFAIL and got.detail == "noise on purpose"
     stale = broken(known_failures={"beats-chance": "was noise once"})
     assert outcome(stale, "beats-chance").status == XPASS
-    with pytest.raises(ValueError, match="known_failures names no check 'beats-chanse'"):
+    with pytest.raises(PluginError, match="known_failures names no check 'beats-chanse'"):
         checks(broken(known_failures={"beats-chanse": "typo"}))
 
 
@@ -137,7 +138,15 @@ def test_a_correct_corruption_passes_and_global_randomness_is_caught():
     assert outcome(sloppy, "uses-only-its-rng").status == FAILED
     in_place = type("InPlace", (FlipAll,), {"name": "in-place", "apply": lambda self, s, k, rng: (
         s.y.setflags(write=True) or s, Truth("mask", np.zeros(len(s), dtype=np.int8)))})
-    assert outcome(in_place, "input-untouched").status == FAILED
+    assert outcome(in_place, "valid-output").status == FAILED
+    nan_features = type("NaNs", (FlipAll,), {"name": "nans", "apply": lambda self, s, k, rng: (
+        Split(np.full(s.x.shape, np.nan, dtype=np.float32), s.y), Truth("mask", np.zeros(len(s), dtype=np.int8)))})
+    report = {o.check: o for o in check_plugin(nan_features)}
+    assert report["uses-only-its-rng"].status == PASSED  # NaN equals NaN here: not mistaken for randomness
+    assert report["valid-output"].status == FAILED and "finite" in report["valid-output"].detail
+    out_of_range = type("OutOfRange", (FlipAll,), {"name": "out-of-range", "apply": lambda self, s, k, rng: (
+        Split(s.x, np.full(len(s), k, dtype=np.int64)), Truth("mask", np.ones(len(s), dtype=np.int8)))})
+    assert "labels must be int class indices" in outcome(out_of_range, "valid-output").detail
 
 
 class LowAUROC:
@@ -197,3 +206,59 @@ def test_parametrize_ids_and_strict_xfail():
     assert ids[0] == "broken:registers" and "broken:beats-chance" in ids
     xfail = next(p for p in mark[1] if p.id == "broken:beats-chance").marks[0]
     assert xfail.name == "xfail" and xfail.kwargs == {"reason": "why", "strict": True}
+
+
+def test_state_set_in_check_is_not_there_in_value():
+    """The harness calls check(task) and value(task) on separate instances; so does the kit."""
+    def check(self, task):
+        self.classes = np.unique(task.target.y)
+
+    def value(self, task):
+        assert len(self.classes) == 2
+        return GoodValuer.value(self, task)
+
+    got = outcome(broken(check=check, value=value), "returns-finite-array")
+    assert got.status == FAILED and "AttributeError" in got.detail
+
+
+def test_changing_the_annotations_is_caught_as_such():
+    def value(self, task):
+        task.source_annotations.pop("quality", None)  # a dict the kit hands out: the harness's is read-only
+        return GoodValuer.value(self, task)
+
+    needy = broken(value=value, requires_annotations=("quality",))
+    got = outcome(needy, "inputs-unchanged")
+    assert got.status == FAILED and "source_annotations" in got.detail
+
+
+def test_a_seed_other_than_zero_is_tried():
+    def value(self, task):
+        v = GoodValuer.value(self, task)
+        return v if task.seed == 0 else np.full(len(v), np.nan)
+
+    got = outcome(broken(value=value), "image-shaped")
+    assert got.status == FAILED and "NaN" in got.detail
+
+
+def test_valuation_bookkeeping_is_checked():
+    from valbench.types import Valuation
+
+    bad_fits = broken(value=lambda self, task: Valuation(GoodValuer.value(self, task), fits=-5))
+    assert "fits must be None or a count" in outcome(bad_fits, "returns-finite-array").detail
+    bad_info = broken(value=lambda self, task: Valuation(GoodValuer.value(self, task), info={"x": object()}))
+    assert "JSON-serialisable" in outcome(bad_info, "returns-finite-array").detail
+
+
+def test_test_params_are_checked_like_command_line_parameters():
+    with pytest.raises(PluginError, match="test_params names no parameter 'kk'; parameters: k"):
+        checks(broken(test_params={"kk": 2}))
+    with pytest.raises(PluginError, match=r"test_params\['k'\] = '2' is not of the parameter's type"):
+        checks(broken(test_params={"k": "2"}))
+
+
+def test_a_parameter_the_command_line_cannot_give_is_refused_at_registration():
+    def __init__(self, *, ks: list = None):
+        self.ks = ks
+
+    got = outcome(broken(__init__=__init__), "registers")
+    assert got.status == FAILED and "parameter 'ks' is annotated" in got.detail

@@ -150,13 +150,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
                                            if args.name in registry.names(k)]
     if len(kinds) > 1:
         raise PluginError(f"'{args.name}' names a plugin of each kind {', '.join(kinds)}; choose one with --kind")
-    info = registry.get(kinds[0] if kinds else "valuer", args.name)
+    if not kinds:
+        import difflib
+
+        everything = {p.name: p.kind for p in registry.all()}
+        close = difflib.get_close_matches(args.name, everything, n=1)
+        hint = f" (did you mean {everything[close[0]]} '{close[0]}'?)" if close else ""
+        raise PluginError(f"no plugin named '{args.name}'{hint}; 'valbench plugins' lists them "
+                          "(check takes a name only: the kit uses the plugin's test_params)")
+    info = registry.get(kinds[0], args.name)
     outcomes = check_plugin(info.cls, kind=info.kind)
     print(f"{info.kind} '{info.name}' ({info.distribution} {info.version}, {info.module})")
     print(tabulate([(o.check, o.status, o.detail) for o in outcomes], headers=["check", "outcome", "detail"],
                    tablefmt="simple", maxcolwidths=[None, None, 90]))
+    counts = {s: sum(o.status == s for o in outcomes) for s in dict.fromkeys(o.status for o in outcomes)}
     bad = sum(o.status in (FAILED, XPASS) for o in outcomes)
-    print(f"{len(outcomes) - bad} of {len(outcomes)} checks as expected" + (f"; {bad} FAILED" if bad else ""))
+    print(", ".join(f"{n} {s}" for s, n in counts.items()) + (" -- FAILED" if bad else " -- conforms"))
     return 1 if bad else 0
 
 

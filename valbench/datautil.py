@@ -19,12 +19,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-T = TypeVar("T")
-
 import numpy as np
 
 from valbench.errors import DataError
 from valbench.seeding import rng
+
+T = TypeVar("T")
 
 
 def sha256_bytes(*chunks: bytes) -> str:

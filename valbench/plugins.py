@@ -130,9 +130,9 @@ class Registry:
         except KeyError:
             known = self.names(kind)
             close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise PluginError(
-                f"unknown {kind} '{name}'{hint} registered: {', '.join(known) or '(none)'}"
+                f"unknown {kind} '{name}'{hint}; registered: {', '.join(known) or '(none)'}"
             ) from None
 
 
@@ -160,21 +160,23 @@ def get_plugin_manager(extra: Iterable[object] = (), autoload: bool | None = Non
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken third-party plugin must say who it is
-            raise PluginError(f"plugin '{ep.name}' of distribution '{dist}' failed to import: {exc}") from exc
+            raise PluginError(f"plugin '{ep.name}' of distribution '{dist}' failed to import: {exc} "
+                              f"(set {AUTOLOAD_ENV}=1 to run without third-party plugins)") from exc
         if pm.is_registered(plugin):
             continue
-        pm.register(plugin, name=f"{dist}:{ep.name}")
+        _register(pm, plugin, f"{dist}:{ep.name}")
         origin[id(plugin)] = (dist, version)
 
     modules = [m.strip() for m in os.environ.get(EXTRA_ENV, "").split(",") if m.strip()]
     for modname in modules:
         try:
             extra = [*extra, importlib.import_module(modname)]
-        except ImportError as exc:
-            raise PluginError(f"{EXTRA_ENV} names module '{modname}', which cannot be imported: {exc}") from exc
+        except Exception as exc:
+            raise PluginError(f"{EXTRA_ENV} names module '{modname}', which cannot be imported: "
+                              f"{type(exc).__name__}: {exc}") from exc
     for plugin in extra:
         if not pm.is_registered(plugin):
-            pm.register(plugin)
+            _register(pm, plugin, None)
             origin[id(plugin)] = ("(local)", "")
 
     try:
@@ -184,6 +186,17 @@ def get_plugin_manager(extra: Iterable[object] = (), autoload: bool | None = Non
     if not any(dist == PROJECT for dist, _ in origin.values()):
         raise PluginError("valbench's built-in plugins are not registered; install valbench with 'pip install -e .'")
     return pm, origin
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
+    """Register one plugin object; a hook implementation that does not match its spec
+    (e.g. a misspelt argument) is a PluginError naming the plugin and the hook."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        who = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)  # one line for the CLI
+        raise PluginError(f"plugin {who}: {detail} (hooks: {', '.join(_hook_names())})") from None
 
 
 def _hook_names() -> list[str]:
@@ -228,6 +241,18 @@ def parameter_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls.__init__) if constructor_parameters(cls) else {}
 
 
+def _parameter_type(annotation: Any) -> bool:
+    """Whether a parameter of this type can be given on the command line (valbench.params)."""
+    origin = typing.get_origin(annotation)
+    if annotation in (bool, int, float, str, type(None)):
+        return True
+    if origin is typing.Literal:
+        return all(isinstance(v, (bool, int, float, str)) for v in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return all(_parameter_type(a) for a in typing.get_args(annotation))
+    return False
+
+
 def check_plugin_class(kind: str, cls: Any) -> None:
     """Raise PluginError unless ``cls`` declares every required member of ``kind``'s
     protocol (valbench.types), with the declared types, and a keyword-only constructor."""
@@ -257,6 +282,14 @@ def check_plugin_class(kind: str, cls: Any) -> None:
             raise PluginError(
                 f"{kind} '{name}': constructor parameter '{p.name}' must be keyword-only with a default"
             )
+    try:
+        types_of = parameter_types(cls)
+    except Exception as exc:  # an annotation that names something undefined
+        raise PluginError(f"{kind} '{name}': the constructor's annotations cannot be resolved: {exc}") from None
+    for pname, annotation in types_of.items():
+        if pname in {p.name for p in constructor_parameters(cls)} and not _parameter_type(annotation):
+            raise PluginError(f"{kind} '{name}': parameter '{pname}' is annotated {annotation!r}; use bool, int, "
+                              "float, str, Literal[...] or Optional of those (what the command line can give)")
 
 
 def build_registry(extra: Iterable[object] = (), autoload: bool | None = None) -> Registry:
@@ -279,6 +312,12 @@ def build_registry(extra: Iterable[object] = (), autoload: bool | None = None) -
                 version = str(getattr(cls, "version", "") or _ver or __version__)
                 plugins[_kind][cls.name] = PluginInfo(_kind, cls.name, cls, _dist, version)
 
-            impl.function(**{arg: register for arg in impl.argnames})
+            try:
+                impl.function(**{arg: register for arg in impl.argnames})
+            except PluginError:
+                raise
+            except Exception as exc:  # a bug in a plugin's hook: say whose
+                raise PluginError(f"plugin {impl.plugin_name}: {HOOKS[kind]} raised {type(exc).__name__}: {exc}"
+                                  ) from exc
     return Registry(pm, plugins)
 

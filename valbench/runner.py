@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -35,7 +36,18 @@ class PreparedCell:
     n_classes: int | None
     learner: Learner
     metric: PerformanceMetric
-    source_annotations: dict[str, np.ndarray] = field(default_factory=dict)
+    source_annotations: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def check_split(s: Split, n_classes: int | None, who: str, part: str) -> None:
+    """Raise DataError unless ``s`` has finite features and, with classes, labels in range."""
+    if len(s) and not np.isfinite(s.x).all():
+        bad = int((~np.isfinite(s.x)).any(axis=tuple(range(1, s.x.ndim))).sum())
+        raise DataError(f"{who}: {bad} {part} samples have NaN or infinite features")
+    if n_classes is not None and n_classes >= 2 and len(s):
+        y = np.asarray(s.y)
+        if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= n_classes:
+            raise DataError(f"{who}: {part} labels must be integer classes in 0..{n_classes - 1}")
 
 
 def check_splits(splits: Splits, name: str) -> None:
@@ -45,10 +57,7 @@ def check_splits(splits: Splits, name: str) -> None:
     if len(splits.target) == 0:
         raise DataError(f"dataset '{name}': the target set is empty")
     for part in ("source", "target", "test"):
-        s: Split = getattr(splits, part)
-        if len(s) and not np.isfinite(s.x).all():
-            bad = int((~np.isfinite(s.x)).any(axis=tuple(range(1, s.x.ndim))).sum())
-            raise DataError(f"dataset '{name}': {bad} {part} samples have NaN or infinite features")
+        check_split(getattr(splits, part), splits.n_classes, f"dataset '{name}'", part)
     shapes = {p: getattr(splits, p).x.shape[1:] for p in ("source", "target", "test") if len(getattr(splits, p))}
     if len(set(shapes.values())) > 1:
         raise DataError(f"dataset '{name}': feature shapes differ between splits: {shapes}")
@@ -56,10 +65,6 @@ def check_splits(splits: Splits, name: str) -> None:
         k = splits.n_classes
         if k < 2:
             raise DataError(f"dataset '{name}': a classification task needs at least 2 classes, got {k}")
-        for part in ("source", "target", "test"):
-            y = getattr(splits, part).y
-            if len(y) and (y.min() < 0 or y.max() >= k):
-                raise DataError(f"dataset '{name}': {part} labels must lie in 0..{k - 1}")
         present = np.unique(splits.target.y)
         if len(present) < 2:
             raise DataError(
@@ -114,6 +119,7 @@ class CellCache:
         source, truth = corruption.apply(splits.source.frozen(), n_classes, rng(job.seed, "corruption", job.corruption.name))
         if len(source) != len(splits.source) or len(truth.values) != len(source):
             raise DataError(f"corruption '{job.corruption.name}' changed the number of source samples")
+        check_split(source, n_classes, f"corruption '{job.corruption.label}'", "corrupted source")
         target, test = splits.target, splits.test
         if splits.encoder is not None:  # after the corruption: noise goes into the raw inputs
             source, target, test = (encode_split(splits.encoder, s, job.device, job.dataset.label)
@@ -126,7 +132,8 @@ class CellCache:
             learner = own or default_learner(n_features, None, in_shape=source.x.shape[1:])
         else:
             learner = own or default_learner(n_features, n_classes)
-        notes = {k: readonly(np.asarray(v)) for k, v in splits.source_annotations.items()}
+        # one read-only mapping shared by every task of the cell: no valuer can change it for the next
+        notes = MappingProxyType({k: readonly(np.asarray(v)) for k, v in splits.source_annotations.items()})
         return PreparedCell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes),
                     notes)
 

@@ -28,6 +28,7 @@ The tasks the valuer checks use are public, for a plugin's own tests: :func:`eas
 from __future__ import annotations
 
 import dataclasses
+import json
 import traceback
 import typing
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from valbench.errors import DataError
+from valbench.errors import ConfigError, DataError, PluginError
 from valbench.plugins import check_plugin_class, constructor_parameters, members, option, parameter_types
 from valbench.seeding import rng
 from valbench.types import KINDS, Learner, Split, Splits, Truth, Valuation, ValuationTask, readonly
@@ -134,8 +135,9 @@ def _small_task() -> ValuationTask:
 
 
 def _image_task() -> ValuationTask:
-    """x of shape (n, 1, 4, 4), as an image dataset gives it (the learner sees 16 features)."""
-    task, _ = easy_task(n_source=60, n_target=40, n_features=16)
+    """x of shape (n, 1, 4, 4), as an image dataset gives it (the learner sees 16 features),
+    and task.seed 1: a valuer must work for every seed, not only the other tasks' 0."""
+    task, _ = easy_task(seed=1, n_source=60, n_target=40, n_features=16)
     shape = lambda s: Split(np.asarray(s.x).reshape(len(s), 1, 4, 4), s.y).frozen()  # noqa: E731
     return dataclasses.replace(task, source=shape(task.source), target=shape(task.target))
 
@@ -179,11 +181,39 @@ def _arrays(task: ValuationTask) -> dict[str, np.ndarray]:
     return out
 
 
-def _values(cls: type, plugin: Any, task: ValuationTask) -> np.ndarray:
-    """Run value(task) as the harness does (check first) and check the answer's form."""
-    if callable(getattr(plugin, "check", None)):
-        plugin.check(task)
-    out = plugin.value(task)
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal shapes and entries, NaN equal to NaN (a corruption may legitimately make NaN... the
+    harness refuses it, but the comparison must not call it randomness)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc"))
+
+
+def _snapshot(task: ValuationTask) -> dict[str, Any]:
+    return {"arrays": {k: v.copy() for k, v in _arrays(task).items()}, "keys": sorted(task.source_annotations)}
+
+
+def _assert_unchanged(cls: type, task: ValuationTask, before: dict[str, Any]) -> None:
+    assert sorted(task.source_annotations) == before["keys"], (
+        f"{cls.name}: changed the keys of task.source_annotations (now {sorted(task.source_annotations)}); "
+        "every valuer of a cell shares it: leave it as it is")
+    for key, arr in _arrays(task).items():
+        assert not arr.flags.writeable, f"{cls.name}: made {key} writeable; the task's arrays are read-only"
+        changed = int((arr != before["arrays"][key]).sum())
+        assert not changed, (f"{cls.name}: changed {changed} entries of {key} in place; every valuer of a cell "
+                             "shares these arrays: work on a copy")
+
+
+def _values(cls: type, params: dict[str, Any], task: ValuationTask, check_inputs: bool = True) -> np.ndarray:
+    """Run a valuation as the harness does: ``check(task)`` on one instance, then
+    ``value(task)`` on a fresh one (state set in check() is not there), and check the
+    answer's form and, unless told not to, that the task's inputs are as they were."""
+    before = _snapshot(task) if check_inputs else None
+    checker = _build(cls, params)
+    if callable(getattr(checker, "check", None)):
+        checker.check(task)
+    out = _build(cls, params).value(task)
+    if before is not None:
+        _assert_unchanged(cls, task, before)
     values = out.values if isinstance(out, Valuation) else out
     where = "Valuation.values" if isinstance(out, Valuation) else "value()"
     assert isinstance(values, np.ndarray), (
@@ -193,11 +223,18 @@ def _values(cls: type, plugin: Any, task: ValuationTask) -> np.ndarray:
         f"{cls.name}: {where} has shape {values.shape}, expected ({len(task.source)},): one value per source sample")
     bad = int((~np.isfinite(values)).sum())
     assert not bad, f"{cls.name}: {where} has {bad} NaN or infinite values of {len(values)}"
+    if isinstance(out, Valuation):
+        assert out.fits is None or (isinstance(out.fits, (int, np.integer)) and out.fits >= 0), (
+            f"{cls.name}: Valuation.fits must be None or a count >= 0, got {out.fits!r}")
+        try:
+            json.dumps(dict(out.info))
+        except (TypeError, ValueError) as exc:
+            raise AssertionError(f"{cls.name}: Valuation.info must be JSON-serialisable (it is stored): {exc}") from None
     return values
 
 
 def _refused_or_valid(cls: type, params: dict[str, Any], task: ValuationTask, what: str) -> None:
-    """The valuer refuses ``task`` in check() with ValueError, or values it validly."""
+    """The valuer refuses ``task`` in check() (ValueError or TypeError), or values it validly."""
     plugin = _build(cls, params)
     if callable(getattr(plugin, "check", None)):
         try:
@@ -205,7 +242,7 @@ def _refused_or_valid(cls: type, params: dict[str, Any], task: ValuationTask, wh
         except REFUSALS:
             return
     try:
-        _values(cls, plugin, task)
+        _values(cls, params, task)
     except AssertionError as exc:
         raise AssertionError(f"with {what}: {exc}; refuse it in check(task) with a ValueError, or handle it") from exc
     except Exception as exc:
@@ -273,31 +310,27 @@ def _valuer_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], 
         if "task" not in memo:
             task, mask = easy_task(n_source=KIT_SOURCE, n_target=KIT_TARGET)
             memo["task"], memo["mask"] = _with_annotations(cls, task, 1.0 - mask), mask
-            memo["before"] = {k: v.copy() for k, v in _arrays(memo["task"]).items()}
+            memo["before"] = _snapshot(memo["task"])
         return memo["task"], memo["mask"]
 
     def easy_values() -> np.ndarray:
         """The values on the easy task, computed once and shared by the checks below (the
         run and its inputs are checked as the first check that needs them makes it)."""
         if "values" not in memo:
-            memo["values"] = _values(cls, _build(cls, params), easy()[0])
+            memo["values"] = _values(cls, params, easy()[0], check_inputs=False)  # inputs-unchanged checks them
         return memo["values"]
 
     def returns_finite_array() -> None:
         easy_values()
 
     def deterministic() -> None:
-        again = _values(cls, _build(cls, params), easy()[0])
+        again = _values(cls, params, easy()[0])
         assert np.array_equal(easy_values(), again), f"{cls.name}: two runs with the same task.seed gave different values"
 
     def inputs_unchanged() -> None:
         task, _ = easy()
         easy_values()
-        for key, arr in _arrays(task).items():
-            assert not arr.flags.writeable, f"{cls.name}: made {key} writeable; the task's arrays are read-only"
-            changed = int((arr != memo["before"][key]).sum())
-            assert not changed, (f"{cls.name}: changed {changed} entries of {key} in place; every valuer of a cell "
-                                 "shares these arrays: work on a copy")
+        _assert_unchanged(cls, task, memo["before"])
 
     def unsupervised() -> None:
         if option(info, "supervised_only"):
@@ -337,7 +370,7 @@ def _valuer_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], 
         perm = rng(0, "conformance-permutation").permutation(len(task.source))
         moved = dataclasses.replace(task, source=task.source.take(perm).frozen(), source_annotations={
             k: readonly(np.asarray(a)[perm]) for k, a in task.source_annotations.items()})
-        w = _values(cls, _build(cls, params), moved)
+        w = _values(cls, params, moved)
         if np.array_equal(w, v[perm]):
             return
         # Sampling methods may draw differently once the rows move; their values must still
@@ -423,43 +456,49 @@ def _corruption_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[
     def apply(split: Split = source, n_classes: int | None = 2, seed: int = 1) -> tuple[Split, Truth]:
         return _build(cls, params).apply(split, n_classes, np.random.default_rng(seed))
 
+    def valid_output(split: Split, n_classes: int | None) -> None:
+        """The input left as it was; the output a source set the harness can hand to valuers."""
+        before = split.x.copy(), split.y.copy()
+        out, truth = apply(split, n_classes)
+        assert not split.x.flags.writeable and not split.y.flags.writeable, f"{cls.name}: made its input writeable"
+        assert _same(split.x, before[0]) and _same(split.y, before[1]), (
+            f"{cls.name}: changed its input split in place; return a corrupted copy")
+        assert isinstance(out, Split) and len(out) == len(split) and np.shape(out.x) == split.x.shape, (
+            f"{cls.name}: the corrupted source must be a Split shaped like its input {split.x.shape}")
+        x, y = np.asarray(out.x), np.asarray(out.y)
+        assert x.dtype.kind == "f" and np.isfinite(x).all(), f"{cls.name}: corrupted features must be finite floats"
+        if n_classes is None:
+            assert y.shape == x.shape and y.dtype.kind == "f", f"{cls.name}: without labels, y must stay like x"
+        else:
+            assert y.dtype.kind in "iu" and y.shape == (len(split),) and y.min() >= 0 and y.max() < n_classes, (
+                f"{cls.name}: corrupted labels must be int class indices in 0..{n_classes - 1}, got dtype "
+                f"{y.dtype}, range {y.min()}..{y.max()}")
+        values = np.asarray(truth.values)
+        assert isinstance(truth, Truth) and truth.kind == cls.truth_kind, (
+            f"{cls.name}: apply() must return Truth(kind={cls.truth_kind!r}, ...), got {truth!r}")
+        assert values.shape == (len(split),) and np.isfinite(values).all(), (
+            f"{cls.name}: the truth must hold one finite value per source sample, got shape {values.shape}")
+        if truth.kind == "mask":
+            assert set(np.unique(values)) <= {0, 1}, f"{cls.name}: a mask truth holds 0 and 1 only"
+
     def uses_only_its_rng() -> None:
         np.random.seed(1)
         a = apply()
         np.random.seed(2)
         b = apply()
-        assert np.array_equal(a[0].x, b[0].x) and np.array_equal(a[0].y, b[0].y) and \
-            np.array_equal(a[1].values, b[1].values), (
-                f"{cls.name}: the same rng gave different corruptions; draw randomness from the rng argument only")
+        assert _same(a[0].x, b[0].x) and _same(a[0].y, b[0].y) and _same(a[1].values, b[1].values), (
+            f"{cls.name}: the same rng gave different corruptions; draw randomness from the rng argument only")
 
-    def truth_kind_and_shape() -> None:
-        out, truth = apply()
-        assert isinstance(truth, Truth) and truth.kind == cls.truth_kind, (
-            f"{cls.name}: apply() must return Truth(kind={cls.truth_kind!r}, ...), got {truth!r}")
-        values = np.asarray(truth.values)
-        assert values.shape == (len(source),), f"{cls.name}: truth has shape {values.shape}, expected ({len(source)},)"
-        assert np.isfinite(values).all(), f"{cls.name}: truth has NaN or infinite values"
-        if truth.kind == "mask":
-            assert set(np.unique(values)) <= {0, 1}, f"{cls.name}: a mask truth holds 0 and 1 only"
-        assert len(out) == len(source) and out.x.shape == source.x.shape, (
-            f"{cls.name}: the corrupted source has shape {out.x.shape}, expected {source.x.shape}")
-
-    def input_untouched() -> None:
-        before = source.x.copy(), source.y.copy()
-        apply()
-        assert not source.x.flags.writeable and not source.y.flags.writeable, f"{cls.name}: made its input writeable"
-        assert np.array_equal(source.x, before[0]) and np.array_equal(source.y, before[1]), (
-            f"{cls.name}: changed its input split in place; return a corrupted copy")
+    def supervised_output() -> None:
+        valid_output(source, 2)
 
     def unsupervised() -> None:
         if option(_info(cls, "corruption"), "supervised_only"):
             raise Skip("supervised_only: the harness refuses unsupervised tasks before any work")
         x = np.asarray(source.x)
-        out, truth = apply(Split(x, x.copy()).frozen(), None)
-        assert out.x.shape == x.shape and len(truth.values) == len(x), f"{cls.name}: fails without labels"
+        valid_output(Split(x, x.copy()).frozen(), None)
 
-    return {"uses-only-its-rng": uses_only_its_rng, "truth-kind-and-shape": truth_kind_and_shape,
-            "input-untouched": input_untouched, "unsupervised": unsupervised}
+    return {"uses-only-its-rng": uses_only_its_rng, "valid-output": supervised_output, "unsupervised": unsupervised}
 
 
 # --- Metrics --------------------------------------------------------------------------------
@@ -502,17 +541,38 @@ KIND_CHECKS = {"valuer": _valuer_checks, "dataset": _dataset_checks, "corruption
                "metric": _metric_checks}
 
 
+def _check_params(cls: type, params: dict[str, Any]) -> None:
+    """The kit's parameters (test_params) name constructor parameters and have the types
+    the command line would give them; else PluginError (a mistake in the plugin, not a check)."""
+    from valbench.params import _coerce
+
+    accepted = {p.name for p in constructor_parameters(cls)}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise PluginError(f"{getattr(cls, 'name', cls)}: test_params names no parameter '{unknown[0]}'; "
+                          f"parameters: {', '.join(sorted(accepted)) or '(none)'}")
+    hints = parameter_types(cls)
+    for key, value in params.items():
+        try:
+            same = _coerce(value, hints.get(key, Any), f"{cls.name}: test_params[{key!r}]") == value
+        except ConfigError as exc:
+            raise PluginError(str(exc)) from None
+        if not same:
+            raise PluginError(f"{cls.name}: test_params[{key!r}] = {value!r} is not of the parameter's type")
+
+
 def checks(cls: type, params: dict[str, Any] | None = None, kind: str | None = None) -> list[Check]:
     """Every named check of ``kind`` (inferred from the class when None) for ``cls``, built
     with ``params`` (default: its ``test_params``)."""
     kind = kind or infer_kind(cls)
     params = _params(cls, params)
+    _check_params(cls, params)
     named = {**_common(kind, cls, params), **KIND_CHECKS[kind](cls, params)}
     known = dict(option(_info(cls, kind), "known_failures"))
     unknown = sorted(set(known) - set(named))
     if unknown:
-        raise ValueError(f"{getattr(cls, 'name', cls)}: known_failures names no check '{unknown[0]}'; "
-                         f"checks: {', '.join(named)}")
+        raise PluginError(f"{getattr(cls, 'name', cls)}: known_failures names no check '{unknown[0]}'; "
+                          f"checks: {', '.join(named)}")
     name = getattr(cls, "name", cls.__qualname__)
     return [Check(kind, name, n, fn, known.get(n)) for n, fn in named.items()]
 

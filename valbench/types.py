@@ -127,8 +127,8 @@ class Splits:
 class Truth:
     """A corruption's ground truth, seen only by metrics.
 
-    kind "mask": values[i] = 1 if source sample i was corrupted, else 0.
-    kind "noise": values[i] = the noise rate phi_i applied to source sample i.
+    kind "mask": values[i] = 1 if source sample i was corrupted, else 0 (int8).
+    kind "noise": values[i] = the noise rate phi_i applied to source sample i (float).
     """
 
     kind: TruthKind
@@ -268,11 +268,12 @@ class Metric(Plugin, Protocol):
     """the truth it scores against."""
     higher_is_better: bool
     """orientation of the score, used by tables to pick the best cell."""
-    paper_table: int | None = None
+    paper_table: Literal[1, 2] | None = None
     """1 or 2: the paper's table this score fills (None: none)."""
 
     def score(self, values: np.ndarray, truth: Truth) -> float:
-        """How well ``values`` recover ``truth``."""
+        """How well ``values`` recover ``truth``: LOW values should mark corrupted (mask) or
+        noisy (noise) samples, since a valuer ranks useful samples high. A finite float."""
         ...
 
 

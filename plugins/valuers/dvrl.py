@@ -39,7 +39,8 @@ from torch import nn
 
 from valbench import hookimpl
 from valbench.budget import BudgetParams
-from valbench.training.repeated import MinibatchRecipe, make_trainer, single_thread
+from valbench.training.models import single_thread
+from valbench.training.repeated import MinibatchRecipe, make_trainer
 from valbench.training.models import build_model, tensor
 from valbench.training.scoring import performance
 from valbench.seeding import derive_seed, rng

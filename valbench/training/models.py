@@ -6,7 +6,8 @@ a different model.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -97,6 +98,24 @@ ARCHITECTURES: dict[str, Callable[[Learner], nn.Module]] = {
 }
 
 
+@contextlib.contextmanager
+def single_thread(device: str) -> Iterator[None]:
+    """Run torch's CPU ops on one intra-op thread (restored afterwards). The tensors of a
+    small classifier's training step are too small for threads to pay off, and on a busy
+    machine spinning threads cost a lot (an ADULT step was 3.4x to 50x slower with 2
+    threads than with 1 on the shared 2-core development machine; see
+    benchmarks/fastfit_speed.py). No effect on other devices."""
+    if not str(device).startswith("cpu"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def build_model(learner: Learner, seed: int, device: str = "cpu") -> nn.Module:
     """A freshly initialised model of ``learner``; the same seed gives the same weights
     (``build_model(task.learner, task.seed)`` is the initialisation every valuer of a
@@ -164,8 +183,6 @@ def fit_learner(learner: Learner, x: np.ndarray, y: np.ndarray, n_classes: int |
     recipe (:func:`fit_model`, seeded by (seed, ``label``)), on one thread on CPU. A
     class-balanced learner (ADULT, BLOG) weights each sample by w_c = n / (K n_c) of its
     class, as DVGS weights its target loss."""
-    from valbench.training.repeated import single_thread
-
     model = build_model(learner, seed, device)
     weight = None
     if learner.class_balance and n_classes is not None:

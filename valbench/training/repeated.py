@@ -26,10 +26,9 @@ row is skipped.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -61,24 +60,6 @@ class MinibatchRecipe:
     batch_size: int
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-
-
-@contextlib.contextmanager
-def single_thread(device: str) -> Iterator[None]:
-    """Run torch's CPU ops on one intra-op thread (restored afterwards). The tensors of a
-    small classifier's training step are too small for threads to pay off, and on a busy
-    machine spinning threads cost a lot (an ADULT step was 3.4x to 50x slower with 2
-    threads than with 1 on the shared 2-core development machine; see
-    benchmarks/fastfit_speed.py). No effect on other devices."""
-    if not str(device).startswith("cpu"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def make_trainer(model: nn.Module, recipe: MinibatchRecipe, device: str) -> RepeatedTrainer:
