@@ -267,3 +267,17 @@ def test_feature_noise_goes_into_raw_inputs_before_encoding(tmp_path):
     from valbench.runner import CellCache
     CellCache().cell(jobs[0])  # a fresh process-level cache: encodings come from the disk cache
     assert len(encoder_plugin.CALLS) == before
+
+
+def _conforms(cls, params):
+    from valbench.testing import PASSED, check_plugin
+
+    report = {o.check: (o.status, o.detail) for o in check_plugin(cls, params, kind="dataset")}
+    assert all(status == PASSED for status, _ in report.values()), report
+
+
+def test_blog_and_cifar_pass_the_conformance_kit_on_files_in_the_published_format(blog_dir, cifar_archive):
+    """The kit skips these loaders when their files are missing; on real-format files it runs every check."""
+    _conforms(Blog, {"path": str(blog_dir), "n_source": 50, "n_target": 30})
+    _conforms(Cifar10, {"path": str(cifar_archive[0]), "representation": "pixels", "n_source": 100,
+                        "n_target": 20, "n_test": 20})

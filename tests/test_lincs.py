@@ -195,3 +195,11 @@ def test_gctx_without_the_compound_signatures(tmp_path):
     write_gctx(folder / LEVEL5, w["level5"].T, w["gene_ids"], [f"OTHER{i}" for i in range(10)])
     with pytest.raises(DataError, match=f"none of the trt_cp signatures of siginfo_beta.txt is a column of {LEVEL5}"):
         small(folder).load(0)
+
+
+def test_lincs_passes_the_conformance_kit_on_files_in_the_published_format(release):
+    from valbench.testing import PASSED, check_plugin
+
+    params = dict(path=str(release[0]), n_source=6, n_target=3, high_apc="none")
+    report = {o.check: (o.status, o.detail) for o in check_plugin(Lincs, params, kind="dataset")}
+    assert all(status == PASSED for status, _ in report.values()), report
