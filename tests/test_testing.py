@@ -262,3 +262,25 @@ def test_a_parameter_the_command_line_cannot_give_is_refused_at_registration():
 
     got = outcome(broken(__init__=__init__), "registers")
     assert got.status == FAILED and "parameter 'ks' is annotated" in got.detail
+
+
+def test_an_encoder_that_mixes_rows_is_caught():
+    class BatchCentred:
+        key = "batch-centred"
+
+        def encode(self, x, device="cpu"):
+            x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+            return x - x.mean(axis=0)  # row i depends on the whole batch
+
+    class WithEncoder(Shuffled):
+        name = "with-encoder"
+
+        def load(self, seed):
+            g = np.random.default_rng(seed)
+            x = g.standard_normal((30, 3)).astype(np.float32)
+            y = np.arange(30) % 2
+            return Splits(Split(x[:10], y[:10]), Split(x[10:20], y[10:20]), Split(x[20:], y[20:]), n_classes=2,
+                          encoder=BatchCentred())
+
+    got = outcome(WithEncoder, "shapes-and-labels")
+    assert got.status == FAILED and "row i must depend on x[i] only" in got.detail

@@ -54,6 +54,14 @@ def dataset_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], 
                 assert not len(y) or (y.min() >= 0 and y.max() < s.n_classes), (
                     f"{cls.name}: {part} labels must lie in 0..{s.n_classes - 1}")
         assert s.learner is None or isinstance(s.learner, Learner), f"{cls.name}: Splits.learner must be a Learner"
+        if s.encoder is not None:  # the harness encodes after the corruption, in chunks it chooses
+            x = np.asarray(s.source.x[:6])
+            assert isinstance(getattr(s.encoder, "key", None), str), f"{cls.name}: its encoder needs a string key"
+            whole, parts = s.encoder.encode(x), np.concatenate([s.encoder.encode(x[:2]), s.encoder.encode(x[2:])])
+            assert np.asarray(whole).dtype.kind == "f" and len(whole) == len(x), (
+                f"{cls.name}: encode() must return float features, one row per input row")
+            assert np.allclose(whole, parts, rtol=1e-4, atol=1e-5), (
+                f"{cls.name}: encode() row i must depend on x[i] only (encoding in two chunks differs)")
 
     def n_classes_consistent() -> None:
         s = load(0)
