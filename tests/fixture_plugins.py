@@ -84,6 +84,31 @@ class Crash:
         os._exit(9)
 
 
+class Mutator:
+    """Writes into the data it was handed, as a buggy third-party valuer might: through a
+    cleared writeable flag (``via=flag``) or torch.from_numpy (``via=torch``)."""
+
+    name = "mutator"
+
+    def __init__(self, *, via: str = "flag") -> None:
+        self.via = via
+
+    def value(self, task):
+        x = task.source.x
+        if self.via == "torch":
+            import warnings
+
+            import torch
+
+            with warnings.catch_warnings():  # torch warns about non-writable arrays, and writes anyway
+                warnings.simplefilter("ignore", UserWarning)
+                torch.from_numpy(x).mul_(0.0)
+        else:
+            x.flags.writeable = True
+            x[:] = 0.0
+        return np.zeros(len(task.source))
+
+
 class Recorder:
     """Observer plugin: records job hooks."""
 
@@ -93,7 +118,7 @@ class Recorder:
 
 @hookimpl
 def register_valuers(register):
-    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource, Crash):
+    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource, Crash, Mutator):
         register(cls)
 
 

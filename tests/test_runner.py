@@ -80,3 +80,25 @@ def test_labels_corruption_refused_without_labels(registry):
 
     with pytest.raises(ConfigError, match="needs labels"):
         jobs_for(registry, mode="unsupervised")
+
+
+@pytest.mark.parametrize("via", ["flag", "torch"])
+def test_a_valuer_writing_into_its_inputs_fails_loudly_and_changes_no_other_result(fixture_registry, tmp_path, via):
+    """Issue: results depended on valuer order. The writer's job fails with the arrays it
+    changed; the next valuer of the cell scores exactly what it scores alone."""
+    from valbench import api
+    from valbench.store import Store
+
+    def centroid_score(valuers, name):
+        exp = build_experiment({"datasets": "synthetic", "corruptions": "labels", "valuers": valuers, "seeds": 1})
+        api.run(exp, tmp_path / f"{name}.sqlite", registry=fixture_registry, device="cpu")
+        with Store(tmp_path / f"{name}.sqlite") as store:
+            ok = store.results()
+            attempts = store.attempts()
+        return ok.set_index("valuer")["corruption-auroc"].get("centroid"), attempts
+
+    alone, _ = centroid_score("centroid", "alone")
+    after, attempts = centroid_score(f"mutator[via={via}],centroid", "after")
+    assert after == alone
+    failed = attempts[attempts.status == "failed"]
+    assert len(failed) == 1 and "changed task.source.x in place" in failed.error.iloc[0]

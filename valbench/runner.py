@@ -6,7 +6,9 @@ timed. A valuer that raises or breaks its promise gives a failed result, not a c
 """
 from __future__ import annotations
 
+import dataclasses
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -37,6 +39,26 @@ class PreparedCell:
     learner: Learner
     metric: PerformanceMetric
     source_annotations: Mapping[str, np.ndarray] = field(default_factory=dict)
+    checksums: Mapping[str, int] = field(default_factory=dict)  # of every array above, taken when prepared
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array a job's plugins are handed, by the name a valuer sees it under."""
+        out = {f"task.{part}.{a}": getattr(getattr(self, part), a) for part in ("source", "target", "test")
+               for a in ("x", "y")}
+        out.update({f"task.source_annotations[{k!r}]": v for k, v in self.source_annotations.items()})
+        out["truth.values"] = self.truth.values
+        return out
+
+    def changed(self) -> list[str]:
+        """The arrays whose content differs from when the cell was prepared."""
+        return [k for k, v in self.arrays().items() if checksum(v) != self.checksums.get(k)]
+
+
+def checksum(a: np.ndarray) -> int:
+    """A fast content checksum (CRC-32 of the bytes, no copy for contiguous arrays): enough to
+    notice a plugin writing into data it was handed read-only."""
+    a = np.ascontiguousarray(a)
+    return zlib.crc32(memoryview(a).cast("B")) if a.size else 0
 
 
 def check_split(s: Split, n_classes: int | None, who: str, part: str) -> None:
@@ -134,8 +156,15 @@ class CellCache:
             learner = own or default_learner(n_features, n_classes)
         # one read-only mapping shared by every task of the cell: no valuer can change it for the next
         notes = MappingProxyType({k: readonly(np.asarray(v)) for k, v in splits.source_annotations.items()})
-        return PreparedCell(source.frozen(), target.frozen(), test.frozen(), truth, n_classes, learner, default_metric(n_classes),
-                    notes)
+        cell = PreparedCell(source.frozen(), target.frozen(), test.frozen(), Truth(truth.kind, readonly(truth.values)),
+                            n_classes, learner, default_metric(n_classes), notes)
+        return dataclasses.replace(cell, checksums={k: checksum(v) for k, v in cell.arrays().items()})
+
+    def forget(self, job: Job) -> None:
+        """Drop the cell of ``job`` and its dataset's loaded splits (prepared again when next
+        asked): after a plugin changed them, no later job may see the changed arrays."""
+        self._cells.pop(job.cell, None)
+        self._splits.pop((job.dataset.name, job.dataset.params, job.seed), None)
 
 
 def as_valuation(out: Any, n_source: int) -> Valuation:
@@ -195,6 +224,21 @@ def run_job(job: Job, cache: CellCache) -> JobResult:
                 raise ValuationError(f"metric '{m.label}' failed: {exc}") from exc
     except Exception as exc:  # isolation: the grid goes on
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return JobResult(job.key, "failed", truth=cell.truth, timing=timing, error=detail)
-    return JobResult(job.key, "ok", valuation.values, cell.truth, scores, timing,
-                     valuation.fits, valuation.stopped_early, dict(valuation.info))
+        return _unless_changed(job, cache, cell, JobResult(job.key, "failed", truth=cell.truth, timing=timing,
+                                                           error=detail))
+    return _unless_changed(job, cache, cell, JobResult(job.key, "ok", valuation.values, cell.truth, scores, timing,
+                                                       valuation.fits, valuation.stopped_early, dict(valuation.info)))
+
+
+def _unless_changed(job: Job, cache: CellCache, cell: PreparedCell, result: JobResult) -> JobResult:
+    """``result``, unless the job's plugins changed the cell's arrays in place (through a
+    cleared writeable flag or torch.from_numpy): then the job fails loudly, and the cell is
+    prepared afresh so that no later job sees what this one did."""
+    changed = cell.changed()
+    if not changed:
+        return result
+    cache.forget(job)
+    return JobResult(job.key, "failed", truth=None, timing=result.timing,
+                     error=f"the valuer or a metric changed {', '.join(changed)} in place; arrays handed to plugins "
+                           "are shared by every job of the cell and must not be written (work on a copy); this "
+                           "result is discarded and the cell's data prepared afresh for the next job")
