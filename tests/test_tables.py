@@ -56,3 +56,16 @@ def test_table3_shows_fits_and_budget_stops(registry):
     assert "**1.1 ± 0.82 s (0.02 min)**" in adult  # no fits recorded: no fits text
     blog = next(l for l in out.splitlines() if l.startswith("| blog"))
     assert "fits" not in blog
+
+
+def test_a_budget_stopped_score_is_marked_and_never_bold(registry):
+    """Issue: tmc-shapley[max_seconds=30] stored a score of unfinished work that Table 1
+    showed as a plain 0.500. A cell with a budget-stopped seed is marked and not bold."""
+    df = frame()
+    df["stopped_early"] = 0
+    df.loc[(df.valuer_label == "dvgs") & (df.seed == 1), "stopped_early"] = 1
+    out = table(df, 1, registry, "markdown")
+    adult = next(line for line in out.splitlines() if line.startswith("| adult"))
+    assert "0.910 ± 0.008 *" in adult and "**0.910" not in adult and "**0.500 ± 0.000**" in adult
+    assert "* = a budget stopped the valuer" in out
+    assert "*" not in next(line for line in out.splitlines() if line.startswith("| blog")).replace("**", "")

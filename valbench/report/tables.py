@@ -79,6 +79,14 @@ def _with_fits(df: pd.DataFrame, rows: list[str], cells: pd.DataFrame) -> pd.Dat
     return out
 
 
+def _stopped(df: pd.DataFrame, rows: list[str]) -> set[tuple]:
+    """The (row..., valuer) cells in which a budget stopped at least one seed's valuation."""
+    if "stopped_early" not in df.columns:
+        return set()
+    cut = df[df["stopped_early"].fillna(0).astype(bool)]
+    return {tuple(r) for r in cut[rows + ["valuer_label"]].itertuples(index=False, name=None)}
+
+
 def build(df: pd.DataFrame, number: int, metric: str | None, higher_is_better: bool = True
           ) -> tuple[list[str], list[list[str]], list[list[bool]], str]:
     """Header, body cells, bold flags and a caption for table ``number`` (``higher_is_better``:
@@ -93,7 +101,8 @@ def build(df: pd.DataFrame, number: int, metric: str | None, higher_is_better: b
         means, cells, ns = _cells(df, rows, metric, _score_text)
         best_is_max = higher_is_better
         caption = (f"Table {number}: {metric}, mean ± std over seeds (n); best in bold; "
-                   f"{'higher' if higher_is_better else 'lower'} is better.")
+                   f"{'higher' if higher_is_better else 'lower'} is better; * = a budget stopped the valuer "
+                   "before it finished in at least one seed (a score of unfinished work, never bold).")
     elif number == 3:
         if df.empty:
             raise StoreError("the store has no finished jobs for table 3")
@@ -107,13 +116,15 @@ def build(df: pd.DataFrame, number: int, metric: str | None, higher_is_better: b
                    "model fits the valuer reported (range over seeds; * = a budget stopped it early); fastest in bold.")
     else:
         raise ConfigError(f"there is no table {number}; choose 1, 2 or 3")
+    stopped = _stopped(df, rows)
     valuers = list(cells.columns)
     header = [{"dataset_label": "dataset", "corruption_label": "corruption"}.get(r, r) for r in rows] + ["n"] + valuers
     body, bold = [], []
     for key in cells.index:
         key = key if isinstance(key, tuple) else (key,)
         m = means.loc[key if len(key) > 1 else key[0]]
-        best = m.max() if best_is_max else m.min()
+        eligible = m[[v for v in m.index if number == 3 or (*key, v) not in stopped]]  # unfinished work is no best
+        best = eligible.max() if best_is_max else eligible.min()
         n = ns.loc[key if len(key) > 1 else key[0]].dropna().astype(int)
         n_text = str(n.max()) if n.min() == n.max() else f"{n.min()}-{n.max()}"
         row = [*map(str, key), n_text]
@@ -126,8 +137,11 @@ def build(df: pd.DataFrame, number: int, metric: str | None, higher_is_better: b
                 continue
             if n.get(v, 0) != n.max():
                 text += f" (n={n[v]})"
+            cut = (*key, v) in stopped
+            if cut and number in (1, 2):
+                text += " *"
             row.append(text)
-            flags.append(bool(np.isclose(m[v], best)))
+            flags.append(bool(np.isclose(m[v], best)) and not (cut and number in (1, 2)))
         body.append(row)
         bold.append(flags)
     return header, body, bold, caption
