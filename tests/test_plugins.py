@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import textwrap
@@ -164,3 +165,62 @@ def test_an_extra_module_that_raises_at_import_is_a_plugin_error(tmp_path, monke
     monkeypatch.setenv("VALBENCH_PLUGINS", "raises_at_import")
     with pytest.raises(PluginError, match="'raises_at_import', which cannot be imported: RuntimeError: broken on import"):
         build_registry()
+
+
+BROKEN = {
+    "tp_raises.py": "raise RuntimeError('broken on import')\n",
+    "tp_mixed.py": textwrap.dedent('''
+        import numpy as np
+        from valbench import hookimpl
+
+        class NoName:                       # refused: no name
+            def value(self, task):
+                return np.zeros(len(task.source))
+
+        class Clash:                        # refused: a built-in's name
+            name = "random"
+            def value(self, task):
+                return np.zeros(len(task.source))
+
+        class Fine:
+            name = "tp-fine"
+            def value(self, task):
+                return np.ones(len(task.source))
+
+        @hookimpl
+        def register_valuers(register):
+            for cls in (NoName, Clash, Fine):
+                register(cls)
+    '''),
+}
+
+
+def test_a_broken_third_party_distribution_is_skipped_and_named_not_fatal(tmp_path):
+    """Issue: a plugin module that raises at import made every command fail. It is now
+    skipped, named once on stderr and listed as BROKEN; the rest of it, and every other
+    command, works."""
+    for name, text in BROKEN.items():
+        (tmp_path / name).write_text(text)
+    dist = tmp_path / "tp_broken-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tp-broken\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[valbench]\nraises = tp_raises\nmixed = tp_mixed\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "VALBENCH_OFFLINE": "1", "VALBENCH_CACHE": str(tmp_path / "c")}
+    env.pop("VALBENCH_DISABLE_PLUGIN_AUTOLOAD", None)
+
+    def valbench(*args):
+        return subprocess.run([sys.executable, "-m", "valbench.cli", *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=300)
+
+    listed = valbench("plugins")
+    assert listed.returncode == 0, listed.stderr
+    broken = [line for line in listed.stdout.splitlines() if line.startswith("BROKEN")]
+    assert len(broken) == 3 and "tp-fine" in listed.stdout
+    assert any("failed to import: RuntimeError: broken on import" in line for line in broken)
+    assert any("registered twice" in line for line in broken) and any("class attribute 'name'" in line
+                                                                        for line in broken)
+    run = valbench("run", "--datasets", "synthetic[n_source=40,n_target=20,n_test=20]", "--corruptions", "labels",
+                   "--valuers", "random,tp-fine", "--results", str(tmp_path / "r.sqlite"))
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("valbench: warning: skipped broken")]
+    assert len(warnings) == 3 and "2 jobs: 2 ran" in run.stdout

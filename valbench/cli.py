@@ -51,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _registry():
+    """The plugin registry; each third-party plugin skipped as broken is named once on stderr."""
+    from valbench.plugins import build_registry
+
+    registry = build_registry()
+    for b in registry.broken:
+        print(f"valbench: warning: {b.describe()}", file=sys.stderr)
+    return registry
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from valbench import api
     from valbench.grid import build_experiment, load_toml
@@ -65,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     exp = build_experiment(raw)
     bar = _Progress()
     summary = api.run(exp, args.results, device=raw.get("device", "auto"), workers=args.workers,
-                      progress=bar.update, on_plan=bar.start)
+                      registry=_registry(), progress=bar.update, on_plan=bar.start)
     bar.close()
     print(f"{summary.jobs} jobs: {summary.ok} ran, {summary.skipped} already in {args.results}, {summary.failed} failed")
     return 1 if summary.failed else 0
@@ -113,13 +123,12 @@ class _Progress:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from valbench.plugins import build_registry
     from valbench.report.tables import table
     from valbench.store import open_existing
 
     with open_existing(args.results) as store:
         df = store.results()
-    text = table(df, args.number, build_registry(), args.format, args.metric)
+    text = table(df, args.number, _registry(), args.format, args.metric)
     if args.output:
         with open(args.output, "w") as fh:
             fh.write(text)
@@ -133,8 +142,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     from valbench.plugins import build_registry
 
-    rows = [(p.kind, p.name, p.distribution, p.version, p.module) for p in build_registry().all()]
-    print(tabulate(rows, headers=["kind", "name", "distribution", "version", "module"], tablefmt="simple"))
+    registry = build_registry()
+    rows = [(p.kind, p.name, p.distribution, p.version, p.module) for p in registry.all()]
+    rows += [("BROKEN", b.plugin, b.distribution, "", b.error) for b in registry.broken]
+    print(tabulate(rows, headers=["kind", "name", "distribution", "version", "module"], tablefmt="simple",
+                   maxcolwidths=[None, None, None, None, 80]))
     return 0
 
 
@@ -142,10 +154,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from valbench.errors import PluginError
-    from valbench.plugins import build_registry
     from valbench.testing import FAILED, XPASS, check_plugin
 
-    registry = build_registry()
+    registry = _registry()
     kinds = [args.kind] if args.kind else [k for k in ("dataset", "corruption", "valuer", "metric")
                                            if args.name in registry.names(k)]
     if len(kinds) > 1:

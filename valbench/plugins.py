@@ -107,12 +107,28 @@ class PluginInfo:
         return self.cls.__module__
 
 
-class Registry:
-    """The registered plugin classes by kind and name, plus the observer hooks."""
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A third-party plugin that was skipped, and why: a distribution that fails to import
+    or registers something invalid must not stop every command (valbench's own must)."""
 
-    def __init__(self, pm: pluggy.PluginManager, plugins: dict[str, dict[str, PluginInfo]]):
+    distribution: str
+    plugin: str  # the entry point, or the class that was refused
+    error: str
+
+    def describe(self) -> str:
+        return f"skipped broken plugin {self.plugin} of distribution '{self.distribution}': {self.error}"
+
+
+class Registry:
+    """The registered plugin classes by kind and name, plus the observer hooks, and the
+    third-party plugins that were skipped as broken."""
+
+    def __init__(self, pm: pluggy.PluginManager, plugins: dict[str, dict[str, PluginInfo]],
+                 broken: Iterable[BrokenPlugin] = ()):
         self.pm = pm
         self._plugins = plugins
+        self.broken = list(broken)
 
     @property
     def hook(self) -> Any:
@@ -140,12 +156,17 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def get_plugin_manager(extra: Iterable[object] = (), autoload: bool | None = None) -> tuple[pluggy.PluginManager, dict[int, tuple[str, str]]]:
+def get_plugin_manager(extra: Iterable[object] = (), autoload: bool | None = None, broken: list | None = None
+                       ) -> tuple[pluggy.PluginManager, dict[int, tuple[str, str]]]:
     """A plugin manager with entry points (and ``extra`` plugin objects) registered.
 
     Returns the manager and, per registered plugin object id, its (distribution, version).
     ``autoload`` None reads the environment; False loads only valbench's own entry points.
+    A third-party entry point that fails to import or to register is appended to
+    ``broken`` (a list of BrokenPlugin) and skipped; valbench's own, and plugins asked for
+    explicitly (``extra``, VALBENCH_PLUGINS), raise PluginError instead.
     """
+    broken = broken if broken is not None else []
     if autoload is None:
         autoload = not _truthy(os.environ.get(AUTOLOAD_ENV))
     pm = pluggy.PluginManager(PROJECT)
@@ -159,12 +180,15 @@ def get_plugin_manager(extra: Iterable[object] = (), autoload: bool | None = Non
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:  # a broken third-party plugin must say who it is
-            raise PluginError(f"plugin '{ep.name}' of distribution '{dist}' failed to import: {exc} "
-                              f"(set {AUTOLOAD_ENV}=1 to run without third-party plugins)") from exc
-        if pm.is_registered(plugin):
+            if pm.is_registered(plugin):
+                continue
+            _register(pm, plugin, f"{dist}:{ep.name}")
+        except Exception as exc:  # a broken plugin must say who it is; a third party's is skipped
+            if dist == PROJECT:
+                raise PluginError(f"valbench's plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
+            what = "failed to import" if not isinstance(exc, PluginError) else "cannot be registered"
+            broken.append(BrokenPlugin(dist, f"'{ep.name}' ({ep.value})", f"{what}: {type(exc).__name__}: {exc}"))
             continue
-        _register(pm, plugin, f"{dist}:{ep.name}")
         origin[id(plugin)] = (dist, version)
 
     modules = [m.strip() for m in os.environ.get(EXTRA_ENV, "").split(",") if m.strip()]
@@ -194,6 +218,8 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> Non
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
+        if pm.is_registered(plugin):  # pluggy may have added some of its hooks before it refused one
+            pm.unregister(plugin)
         who = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)  # one line for the CLI
         raise PluginError(f"plugin {who}: {detail} (hooks: {', '.join(_hook_names())})") from None
@@ -294,21 +320,31 @@ def check_plugin_class(kind: str, cls: Any) -> None:
 
 def build_registry(extra: Iterable[object] = (), autoload: bool | None = None) -> Registry:
     """Load every plugin and collect the classes registered through the hooks."""
-    pm, origin = get_plugin_manager(extra, autoload)
+    broken: list[BrokenPlugin] = []
+    pm, origin = get_plugin_manager(extra, autoload, broken)
     plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in KINDS}
     for kind in KINDS:
         hook = getattr(pm.hook, HOOKS[kind])
-        for impl in hook.get_hookimpls():
+        # valbench's own first, so that a third party's clash with a built-in name is the one refused
+        for impl in sorted(hook.get_hookimpls(), key=lambda i: origin.get(id(i.plugin), ("",))[0] != PROJECT):
             dist, dist_version = origin.get(id(impl.plugin), ("(local)", ""))
+            third_party = dist not in (PROJECT, "(local)")
 
-            def register(cls: Any, _kind: str = kind, _dist: str = dist, _ver: str = dist_version) -> None:
-                check_plugin_class(_kind, cls)
-                if cls.name in plugins[_kind]:
-                    other = plugins[_kind][cls.name]
-                    raise PluginError(
-                        f"{_kind} name '{cls.name}' is registered twice: by {other.distribution} "
-                        f"({other.module}) and by {_dist} ({cls.__module__})"
-                    )
+            def register(cls: Any, _kind: str = kind, _dist: str = dist, _ver: str = dist_version,
+                         _skip: bool = third_party) -> None:
+                try:
+                    check_plugin_class(_kind, cls)
+                    if cls.name in plugins[_kind]:
+                        other = plugins[_kind][cls.name]
+                        raise PluginError(
+                            f"{_kind} name '{cls.name}' is registered twice: by {other.distribution} "
+                            f"({other.module}) and by {_dist} ({cls.__module__})"
+                        )
+                except PluginError as exc:
+                    if not _skip:
+                        raise
+                    broken.append(BrokenPlugin(_dist, f"{_kind} {getattr(cls, '__qualname__', cls)!s}", str(exc)))
+                    return
                 version = str(getattr(cls, "version", "") or _ver or __version__)
                 plugins[_kind][cls.name] = PluginInfo(_kind, cls.name, cls, _dist, version)
 
@@ -317,7 +353,9 @@ def build_registry(extra: Iterable[object] = (), autoload: bool | None = None) -
             except PluginError:
                 raise
             except Exception as exc:  # a bug in a plugin's hook: say whose
-                raise PluginError(f"plugin {impl.plugin_name}: {HOOKS[kind]} raised {type(exc).__name__}: {exc}"
-                                  ) from exc
-    return Registry(pm, plugins)
+                error = f"plugin {impl.plugin_name}: {HOOKS[kind]} raised {type(exc).__name__}: {exc}"
+                if not third_party:
+                    raise PluginError(error) from exc
+                broken.append(BrokenPlugin(dist, impl.plugin_name, f"{HOOKS[kind]} raised {type(exc).__name__}: {exc}"))
+    return Registry(pm, plugins, broken)
 
