@@ -208,19 +208,18 @@ def test_a_broken_third_party_distribution_is_skipped_and_named_not_fatal(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "VALBENCH_OFFLINE": "1", "VALBENCH_CACHE": str(tmp_path / "c")}
     env.pop("VALBENCH_DISABLE_PLUGIN_AUTOLOAD", None)
 
-    def valbench(*args):
-        return subprocess.run([sys.executable, "-m", "valbench.cli", *args], capture_output=True, text=True, env=env,
-                              cwd=tmp_path, timeout=300)
-
-    listed = valbench("plugins")
-    assert listed.returncode == 0, listed.stderr
-    broken = [line for line in listed.stdout.splitlines() if line.startswith("BROKEN")]
-    assert len(broken) == 3 and "tp-fine" in listed.stdout
+    script = ("import sys; from valbench.cli import main; print('exit', main(['plugins'])); "
+              "print('=== next ===', flush=True); print('=== next ===', file=sys.stderr); "
+              "print('exit', main(sys.argv[1:]))")  # both commands in one process: torch loads once
+    p = subprocess.run([sys.executable, "-c", script, "run", "--datasets", "synthetic[n_source=40,n_target=20,n_test=20]",
+                        "--corruptions", "labels", "--valuers", "random,tp-fine", "--results", str(tmp_path / "r.sqlite")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    (listed, ran), (_, run_err) = p.stdout.split("=== next ===\n"), p.stderr.split("=== next ===\n")
+    assert "exit 0" in listed and ran.strip().endswith("exit 0"), p.stdout + p.stderr
+    broken = [line for line in listed.splitlines() if line.startswith("BROKEN")]
+    assert len(broken) == 3 and "tp-fine" in listed
     assert any("failed to import: RuntimeError: broken on import" in line for line in broken)
     assert any("registered twice" in line for line in broken) and any("class attribute 'name'" in line
                                                                         for line in broken)
-    run = valbench("run", "--datasets", "synthetic[n_source=40,n_target=20,n_test=20]", "--corruptions", "labels",
-                   "--valuers", "random,tp-fine", "--results", str(tmp_path / "r.sqlite"))
-    assert run.returncode == 0, run.stderr
-    warnings = [line for line in run.stderr.splitlines() if line.startswith("valbench: warning: skipped broken")]
-    assert len(warnings) == 3 and "2 jobs: 2 ran" in run.stdout
+    warnings = [line for line in run_err.splitlines() if line.startswith("valbench: warning: skipped broken")]
+    assert len(warnings) == 3 and "2 jobs: 2 ran" in ran
