@@ -77,3 +77,49 @@ def test_csv_non_numeric_column(tmp_path):
     (tmp_path / "d.csv").write_text("a,b,label\n1,x,0\n2,y,1\n")
     with pytest.raises(DataError, match="column 'b'"):
         CSVDataset(path=str(tmp_path / "d.csv")).load(0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,label\n1,0\n2,\n3,1\n", "1 rows of .* have no label in column 'label'"),
+    ("label\n0\n1\n", "has no feature column besides the label 'label'"),
+])
+def test_csv_refuses_missing_labels_and_a_table_without_features(tmp_path, text, message):
+    """Issue: missing labels became a class named 'nan'; a file with no feature column was accepted."""
+    (tmp_path / "d.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        CSVDataset(path=str(tmp_path / "d.csv"), n_target=1, n_test=1).load(0)
+
+
+def test_csv_refuses_a_continuous_label_unless_told(tmp_path):
+    """Issue: a continuous label silently made a 400-class task."""
+    g = np.random.default_rng(0)
+    path = write_csv(tmp_path / "d.csv", g.standard_normal((400, 3)), g.standard_normal(400))
+    with pytest.raises(DataError, match="label 'label' has 400 distinct values.*max_classes=400"):
+        CSVDataset(path=str(path)).load(0)
+    assert CSVDataset(path=str(path), max_classes=400).load(0).n_classes == 400
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("csv[n_target=-5]", "n_target must be >= 1"),
+    ("features[max=1e40]", r"max must be in \(0, 1e\+06\]"),
+])
+def test_sizes_and_noise_rates_are_bounded(registry, spec, message):
+    from valbench.errors import ConfigError
+    from valbench.params import resolve
+
+    kind = "dataset" if spec.startswith("csv") else "corruption"
+    spec = spec.replace("csv[", "csv[path=" + str(CSVDataset.test_params["path"]) + ",")
+    with pytest.raises(ConfigError, match=message):
+        resolve(registry, kind, spec)
+
+
+def test_a_truth_no_metric_can_score_is_refused_before_any_valuer_runs(registry, tmp_path):
+    """Issue: labels[rate=0.001] corrupted no sample and the job failed only after the valuer ran."""
+    from valbench import api
+    from valbench.grid import build_experiment
+
+    exp = build_experiment({"datasets": "synthetic[n_source=20]", "corruptions": "labels[rate=0.01]",
+                            "valuers": "random", "seeds": 1})
+    with pytest.raises(DataError, match="gives a truth that metric 'corruption-auroc' cannot score"):
+        api.run(exp, tmp_path / "r.sqlite", registry=registry, device="cpu")
+    assert not (tmp_path / "r.sqlite").exists()

@@ -188,11 +188,20 @@ def task_for(job: Job, cell: PreparedCell) -> ValuationTask:
 
 
 def precheck(job: Job, cache: CellCache) -> None:
-    """Check the annotations the valuer requires (``requires_annotations``) and run its
-    optional ``check(task)`` (data-dependent checks such as k <= n) before any work; a
-    ValueError becomes a one-line ConfigError."""
+    """Before any work: the cell's truth can be scored by the job's metrics, the dataset has
+    the annotations the valuer requires (``requires_annotations``), and the valuer's
+    optional ``check(task)`` (data-dependent checks such as k <= n) passes; each failure is
+    a one-line error."""
+    cell = cache.cell(job)
+    probe = rng(job.seed, "metric-probe").standard_normal(len(cell.source))
+    for m in job.metrics:  # a truth the metrics cannot score would fail every job after its valuer ran
+        try:
+            m.build().score(readonly(probe), cell.truth)
+        except Exception as exc:
+            raise DataError(f"corruption '{job.corruption.label}' on {job.dataset.label} (seed {job.seed}) gives a "
+                            f"truth that metric '{m.label}' cannot score: {exc}") from None
     required = option(job.valuer, "requires_annotations")
-    have = cache.cell(job).source_annotations
+    have = cell.source_annotations
     lacking = [n for n in required if n not in have]
     if lacking:
         raise ConfigError(f"valuer '{job.valuer.label}' needs the per-sample annotation '{lacking[0]}', which "

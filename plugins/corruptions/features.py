@@ -7,6 +7,9 @@ from valbench import hookimpl
 from valbench.types import Split, Truth
 
 
+MAX_RATE = 1e6
+
+
 class FeatureNoise:
     """Every source sample i gets phi_i = max * U(0, 1) and x_i += phi_i * N(0, I).
     Truth: the vector phi (a higher rate means a noisier sample)."""
@@ -19,8 +22,9 @@ class FeatureNoise:
         self.max = max
 
     def validate(self) -> None:
-        if not self.max > 0:
-            raise ValueError(f"max must be > 0, got {self.max}")
+        if not 0 < self.max <= MAX_RATE:
+            raise ValueError(f"max must be in (0, {MAX_RATE:g}], got {self.max} (noise rates past it swamp any "
+                             "feature scale, and float32 features overflow)")
 
     def apply(self, source: Split, n_classes: int | None, rng: np.random.Generator) -> tuple[Split, Truth]:
         n = len(source)

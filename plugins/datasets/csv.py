@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
-from valbench.datautil import minmax_together, sha256_bytes, take
+from valbench.datautil import check_sizes, minmax_together, sha256_bytes, take
 from valbench.errors import DataError
 from valbench.seeding import rng
 from valbench.types import Split, Splits
@@ -34,13 +34,17 @@ class CSVDataset:
 
     def __init__(self, *, path: str = "", label: str = "label", target_path: str | None = None,
                  test_path: str | None = None, n_source: int | None = None, n_target: int = 100,
-                 n_test: int | None = 100, scale: bool = True):
+                 n_test: int | None = 100, scale: bool = True, max_classes: int = 100):
         self.path, self.label, self.target_path, self.test_path = path, label, target_path, test_path
         self.n_source, self.n_target, self.n_test, self.scale = n_source, n_target, n_test, scale
+        self.max_classes = max_classes
 
     def validate(self) -> None:
         if not self.path:
             raise ValueError("path= is required (a CSV file with a header row)")
+        check_sizes(n_source=self.n_source, n_target=self.n_target, n_test=self.n_test)
+        if self.max_classes < 2:
+            raise ValueError(f"max_classes must be >= 2, got {self.max_classes}")
         for p in (self.path, self.target_path, self.test_path):
             if p is not None and not Path(p).expanduser().is_file():
                 raise ValueError(f"file {p} does not exist")
@@ -61,14 +65,24 @@ class CSVDataset:
         if self.label not in df.columns:
             raise DataError(f"csv: {path} has no label column '{self.label}'; columns: {', '.join(map(str, df.columns))}")
         features = df.drop(columns=[self.label])
+        if features.shape[1] == 0:
+            raise DataError(f"csv: {path} has no feature column besides the label '{self.label}'")
         text = [c for c in features.columns if len(df) and not pd.api.types.is_numeric_dtype(features[c])]
         if text:
             raise DataError(f"csv: column '{text[0]}' of {path} is not numeric; encode it before valuation")
+        missing = int(df[self.label].isna().sum())
+        if missing:
+            raise DataError(f"csv: {missing} rows of {path} have no label in column '{self.label}'; "
+                            "drop or fill them before valuation")
         return features.to_numpy(np.float64), df[self.label].to_numpy()
 
     def load(self, seed: int) -> Splits:
         parts = [self._read(f) for f in self._files()]
         classes = np.unique(np.concatenate([p[1] for p in parts]).astype(str))
+        if len(classes) > self.max_classes:
+            raise DataError(f"csv: label '{self.label}' has {len(classes)} distinct values, more than a "
+                            f"classification can mean (max_classes={self.max_classes}); is it continuous? Pass "
+                            f"max_classes={len(classes)} to value it as {len(classes)} classes anyway")
         encode = {c: i for i, c in enumerate(classes)}
         parts = [(x, np.array([encode[str(v)] for v in y], dtype=np.int64)) for x, y in parts]
         g = rng(seed, "split", self.name)
