@@ -83,3 +83,70 @@ def test_worker_processes_isolate_a_crashing_job(tmp_path, fixture_registry):
         assert sorted(a["status"]) == ["failed", "ok"]
         assert "worker process died" in a.loc[a["status"] == "failed", "error"].iloc[0]
         assert store.results()["valuer"].tolist() == ["centroid"]
+
+
+def _small_store(registry, path):
+    from valbench import api
+
+    exp = build_experiment({"datasets": "synthetic[n_source=40,n_target=20,n_test=20]", "corruptions": "labels",
+                            "valuers": "random", "seeds": 2})
+    api.run(exp, path, registry=registry, device="cpu")
+
+
+def test_reports_open_the_store_read_only(registry, tmp_path):
+    """Issue: valbench table ran WAL pragmas and DDL on open, so a read-only store could not be read."""
+    import sqlite3
+
+    from valbench.store import open_existing
+
+    _small_store(registry, tmp_path / "r.sqlite")
+    with open_existing(tmp_path / "r.sqlite") as store:
+        assert len(store.results()) == 2
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.con.execute("CREATE TABLE x (a)")
+
+
+def test_a_store_in_a_folder_without_write_permission_is_read_as_immutable(registry, tmp_path, monkeypatch):
+    """Where SQLite cannot create the WAL index beside the file, the store opens as immutable.
+    (As root, folder permissions do not stop writes, so the refusal is simulated here;
+    test_a_read_only_folder_for_real does it with real permissions where it can.)"""
+    import sqlite3
+
+    from valbench import store as store_module
+
+    _small_store(registry, tmp_path / "r.sqlite")
+    real = sqlite3.connect
+
+    class Refusing:  # what a read-only folder gives: the file opens, the first read fails
+        def execute(self, *a, **kw):
+            raise sqlite3.OperationalError("unable to open database file")
+
+        def close(self):
+            pass
+
+    def refuse_plain_ro(database, *a, **kw):
+        if isinstance(database, str) and "mode=ro" in database and "immutable" not in database:
+            return Refusing()
+        return real(database, *a, **kw)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", refuse_plain_ro)
+    with store_module.open_existing(tmp_path / "r.sqlite") as store:
+        assert len(store.results()) == 2
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root ignores folder permissions")
+def test_a_read_only_folder_for_real(registry, tmp_path):
+    from valbench.store import open_existing
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    _small_store(registry, folder / "r.sqlite")
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        with open_existing(folder / "r.sqlite") as store:
+            assert len(store.results()) == 2
+    finally:
+        folder.chmod(0o755)

@@ -50,6 +50,21 @@ CREATE TABLE IF NOT EXISTS scores (
 """
 
 
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection that works without write permission on the file or its folder.
+
+    SQLite's read-only mode still needs the WAL index beside a WAL database, which it cannot
+    create in a read-only folder; then the file is opened as immutable (no locking: fine for
+    a store no run is writing, which is the only kind such a folder can hold)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return con
+    except sqlite3.OperationalError:
+        con.close()
+        return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+
+
 def check_store_path(path: Path) -> None:
     """Raise StoreError unless ``path`` is absent or an existing valbench store."""
     if path.is_dir():
@@ -61,7 +76,7 @@ def check_store_path(path: Path) -> None:
     if head != SQLITE_MAGIC:
         raise StoreError(f"results path {path} exists and is not a valbench store (not an SQLite file); nothing was changed")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = connect_readonly(path)
         try:
             row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         finally:
@@ -75,14 +90,17 @@ def check_store_path(path: Path) -> None:
 class Store:
     """Open (or create) a results store; use as a context manager."""
 
-    def __init__(self, path: str | Path, create: bool = True):
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False):
         self.path = Path(path)
         check_store_path(self.path)
         if not self.path.exists():
-            if not create:
+            if not create or readonly:
                 raise StoreError(f"results store {self.path} does not exist")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.values_dir = self.path.with_name(self.path.name + ".values")
+        if readonly:  # reports: no pragma, no DDL, nothing written (works on read-only files and folders)
+            self.con = connect_readonly(self.path)
+            return
         self.con = sqlite3.connect(self.path, timeout=30)
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA foreign_keys=ON")
@@ -173,4 +191,4 @@ def open_existing(path: str | Path) -> Store:
     p = Path(path)
     if not p.exists():
         raise StoreError(f"results store {p} does not exist; create it with 'valbench run --results {p}'")
-    return Store(p, create=False)
+    return Store(p, create=False, readonly=True)
