@@ -109,6 +109,21 @@ class Mutator:
         return np.zeros(len(task.source))
 
 
+class Sleepy:
+    """Takes its time (to make two runs on one store overlap)."""
+
+    name = "sleepy"
+
+    def __init__(self, *, seconds: float = 0.3) -> None:
+        self.seconds = seconds
+
+    def value(self, task):
+        import time
+
+        time.sleep(self.seconds)
+        return np.zeros(len(task.source))
+
+
 class Recorder:
     """Observer plugin: records job hooks."""
 
@@ -118,7 +133,7 @@ class Recorder:
 
 @hookimpl
 def register_valuers(register):
-    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource, Crash, Mutator):
+    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource, Crash, Mutator, Sleepy):
         register(cls)
 
 

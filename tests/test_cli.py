@@ -20,7 +20,7 @@ def test_end_to_end_run_tables_and_rerun(tmp_path, capsys):
     res = str(tmp_path / "demo.sqlite")
     rc, out, err = run_cli(capsys, "run", "--valuers", "random", "--datasets", "synthetic", "--corruptions",
                            "labels,features", "--seeds", "3", "--results", res)
-    assert rc == 0 and "6 jobs: 6 ran, 0 already" in out
+    assert rc == 0 and "6 jobs: 6 ok, 0 failed, 0 already" in out
     assert err.count("\n") == 6 and "[6/6]" in err  # one line per job when not a TTY
     rc, out, _ = run_cli(capsys, "table", "1", "--results", res)
     assert rc == 0 and "| synthetic" in out and "random" in out
@@ -30,7 +30,7 @@ def test_end_to_end_run_tables_and_rerun(tmp_path, capsys):
     assert rc == 0 and "min)" in out
     rc, out, err = run_cli(capsys, "run", "--valuers", "random", "--datasets", "synthetic", "--corruptions",
                            "features,labels", "--seeds", "3", "--results", res)
-    assert rc == 0 and "0 ran, 6 already" in out
+    assert rc == 0 and "0 ok, 0 failed, 6 already" in out
     with open_existing(res) as store:
         assert len(store.attempts()) == 6
 
@@ -41,7 +41,7 @@ def test_toml_config(tmp_path, capsys):
                    'corruptions = ["labels[rate=0.3]"]\nvaluers = ["random"]\ndevice = "cpu"\n')
     res = str(tmp_path / "r.sqlite")
     rc, out, _ = run_cli(capsys, "run", "--config", str(cfg), "--results", res)
-    assert rc == 0 and "2 jobs: 2 ran" in out
+    assert rc == 0 and "2 jobs: 2 ok" in out
     with open_existing(res) as store:
         df = store.results()
     assert sorted(df["seed"]) == [0, 2] and set(df["dataset_label"]) == {"synthetic[n_source=100]"}

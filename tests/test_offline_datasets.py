@@ -154,7 +154,7 @@ def test_cli_unsupervised_pbmc_end_to_end(tmp_path, capsys):
     rc = main(["run", "--mode", "unsupervised", "--datasets", "pbmc", "--corruptions", "features[max=5]",
                "--valuers", "random", "--results", res])
     out, err = capsys.readouterr()
-    assert rc == 0 and "1 jobs: 1 ran" in out, out + err
+    assert rc == 0 and "1 jobs: 1 ok" in out, out + err
     rc = main(["table", "2", "--results", res])
     out, _ = capsys.readouterr()
     assert rc == 0 and "pbmc" in out and "unsupervised" in out

@@ -150,3 +150,80 @@ def test_a_read_only_folder_for_real(registry, tmp_path):
             assert len(store.results()) == 2
     finally:
         folder.chmod(0o755)
+
+
+def _jobs(registry, seeds=1):
+    from valbench.grid import expand
+
+    exp = build_experiment({"datasets": "synthetic[n_source=40,n_target=20,n_test=20]", "corruptions": "labels",
+                            "valuers": "random", "seeds": seeds})
+    return expand(exp, registry, "cpu")
+
+
+def test_a_claim_is_exclusive_and_a_dead_runs_claim_is_taken_over(registry, tmp_path):
+    import os
+    import socket
+    import time
+
+    from valbench import store as store_module
+
+    (job,) = _jobs(registry)
+    with Store(tmp_path / "r.sqlite") as store:
+        mine = store.claim(job, {}, store_module.run_owner())
+        assert mine is not None
+        assert store.claim(job, {}, f"{socket.gethostname()}:{os.getpid()}") is None  # held by a live run
+        # the holder dies: same host, a process that does not exist
+        store.con.execute("UPDATE attempts SET owner=? WHERE id=?", (f"{socket.gethostname()}:999999999", mine))
+        store.con.commit()
+        again = store.claim(job, {}, store_module.run_owner())
+        assert again is not None and again != mine
+        # a run on another machine that stopped renewing its claim
+        store.con.execute("UPDATE attempts SET owner='elsewhere:1', heartbeat=? WHERE id=?",
+                          (time.time() - store_module.LEASE_S - 1, again))
+        store.con.commit()
+        third = store.claim(job, {}, store_module.run_owner())
+        statuses = dict(store.con.execute("SELECT id, status FROM attempts").fetchall())
+    assert third is not None and statuses == {mine: "interrupted", again: "interrupted", third: "running"}
+
+
+def test_a_version_1_store_is_migrated_on_open(tmp_path):
+    import sqlite3
+
+    from valbench.store import DDL, SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(DDL.replace(",\n    owner TEXT, heartbeat REAL", ""))
+    con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA,))
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.commit()
+    con.close()
+    with Store(path) as store:
+        columns = {r[1] for r in store.con.execute("PRAGMA table_info(attempts)")}
+        version = store.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert {"owner", "heartbeat"} <= columns and version == "2"
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_store_do_each_job_once(tmp_path):
+    """Issue: the same grid started twice at once did every job twice. Two `valbench run`
+    processes on one store now take each job exactly once between them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "VALBENCH_PLUGINS": "tests.fixture_plugins", "PYTHONPATH": str(root),
+           "VALBENCH_CACHE": str(tmp_path / "cache"), "VALBENCH_OFFLINE": "1"}
+    args = [sys.executable, "-m", "valbench.cli", "run", "--datasets", "synthetic[n_source=40,n_target=20,n_test=20]",
+            "--corruptions", "labels", "--valuers", "sleepy[seconds=0.5]", "--seeds", "12",
+            "--results", str(tmp_path / "r.sqlite")]
+    runs = [subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [r.communicate(timeout=300) for r in runs]
+    assert all(r.returncode == 0 for r in runs), outs
+    with Store(tmp_path / "r.sqlite") as store:
+        attempts = store.attempts()
+    assert len(attempts) == 12 and (attempts.status == "ok").all() and attempts.job_key.nunique() == 12
+    assert all("taken by another run" in out for out, _ in outs), outs  # they did overlap

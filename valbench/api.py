@@ -6,6 +6,7 @@ writes nothing, and a second identical run skips every finished job.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ from valbench.plugins import Registry, build_registry
 from valbench.provenance import provenance
 from valbench.runner import CellCache, precheck
 from valbench.types import Job, JobResult
-from valbench.store import Store, check_store_path
+from valbench.store import HEARTBEAT_S, Store, check_store_path, run_owner
 
 Progress = Callable[[Job, JobResult], None]
 
@@ -24,19 +25,47 @@ Progress = Callable[[Job, JobResult], None]
 @dataclass(frozen=True)
 class RunSummary:
     jobs: int
-    skipped: int
+    skipped: int  # finished before this run started
     ok: int
     failed: int
+    elsewhere: int = 0  # taken by another run on the same store while this one ran
 
 
-def plan(exp: Experiment, registry: Registry, device: str = "auto") -> tuple[list[Job], CellCache]:
-    """Resolve the grid and prepare every cell's data (raising before any write)."""
+def plan(exp: Experiment, registry: Registry, device: str = "auto", done: set[str] = frozenset()
+         ) -> tuple[list[Job], CellCache]:
+    """Resolve the grid and prepare the data of every cell with a job not in ``done``
+    (raising before any write)."""
     jobs = expand(exp, registry, resolve_device(device))
     cache = CellCache()
     for job in jobs:
-        cache.cell(job)
-        precheck(job, cache)
+        if job.key not in done:
+            cache.cell(job)
+            precheck(job, cache)
     return jobs, cache
+
+
+class _Heartbeat:
+    """Renews, every HEARTBEAT_S seconds from a thread of its own, this run's hold on the
+    attempts it is running, so that another run on the store leaves them alone."""
+
+    def __init__(self, path: Path):
+        self.path, self.held, self.lock, self.stop = path, set(), threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="valbench-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        with Store(self.path) as store:
+            while not self.stop.wait(HEARTBEAT_S):
+                with self.lock:
+                    held = list(self.held)
+                store.heartbeat(held)
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: int = 0,
@@ -46,27 +75,40 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     registry = registry or build_registry()
     path = Path(results)
     check_store_path(path)
-    jobs, cache = plan(exp, registry, device)
-    with Store(path) as store:
-        done = store.done_keys()
-        todo = [j for j in jobs if j.key not in done]
+    done: set[str] = set()
+    if path.exists():
+        with Store(path, readonly=True) as existing:
+            done = existing.done_keys()
+    jobs, cache = plan(exp, registry, device, done)
+    todo = [j for j in jobs if j.key not in done]
+    with Store(path) as store, _Heartbeat(path) as beat:
         if on_plan:
             on_plan(len(jobs), len(jobs) - len(todo))
-        prov = provenance(jobs[0].device)
+        prov, owner = provenance(jobs[0].device), run_owner()
         attempts: dict[str, int] = {}
+        elsewhere = 0
 
-        def started(job: Job) -> None:
-            store.add_job(job)
-            attempts[job.key] = store.start_attempt(job.key, prov)
+        def started(job: Job) -> bool:
+            nonlocal elsewhere
+            attempt = store.claim(job, prov, owner)
+            if attempt is None:  # finished or being run by another run on this store meanwhile
+                elsewhere += 1
+                return False
+            attempts[job.key] = attempt
+            with beat.lock:
+                beat.held.add(attempt)
             registry.hook.job_started(job=job)
+            return True
 
         executor = ProcessExecutor(workers) if workers > 0 else SerialExecutor(cache)
         ok = failed = 0
         for job, result in executor.run(todo, started):
             store.finish_attempt(attempts[job.key], result)
+            with beat.lock:
+                beat.held.discard(attempts[job.key])
             registry.hook.job_finished(job=job, result=result)
             ok += result.status == "ok"
             failed += result.status != "ok"
             if progress:
                 progress(job, result)
-    return RunSummary(len(jobs), len(jobs) - len(todo), ok, failed)
+    return RunSummary(len(jobs), len(jobs) - len(todo), ok, failed, elsewhere)

@@ -77,7 +77,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = api.run(exp, args.results, device=raw.get("device", "auto"), workers=args.workers,
                       registry=_registry(), progress=bar.update, on_plan=bar.start)
     bar.close()
-    print(f"{summary.jobs} jobs: {summary.ok} ran, {summary.skipped} already in {args.results}, {summary.failed} failed")
+    elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""
+    print(f"{summary.jobs} jobs: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already in "
+          f"{args.results}{elsewhere}")
     return 1 if summary.failed else 0
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 from valbench.types import Job, JobResult
 from valbench.runner import CellCache, run_job
 
-Started = Callable[[Job], None]
+Started = Callable[[Job], bool]  # claims the job; False: skip it (finished or taken by another run)
 
 
 class SerialExecutor:
@@ -23,8 +23,8 @@ class SerialExecutor:
 
     def run(self, jobs: Sequence[Job], started: Started) -> Iterator[tuple[Job, JobResult]]:
         for job in jobs:
-            started(job)
-            yield job, run_job(job, self.cache)
+            if started(job):
+                yield job, run_job(job, self.cache)
 
 
 _WORKER_CACHE: CellCache | None = None
@@ -58,8 +58,9 @@ class ProcessExecutor:
                 futures = {}
                 for job in pending:
                     if job.key not in begun:  # a resubmitted job keeps its attempt
+                        if not started(job):
+                            continue
                         begun.add(job.key)
-                        started(job)
                     futures[pool.submit(_worker_run, job)] = job
                 pending = []
                 broken = False

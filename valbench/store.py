@@ -9,6 +9,8 @@ the values and the corruption truth.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from dataclasses import asdict
@@ -23,7 +25,9 @@ from valbench.errors import StoreError
 from valbench.types import Job, JobResult
 
 SCHEMA = "valbench-results"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: attempts carry their run's owner and heartbeat (claims); 1 is migrated on open
+LEASE_S = 60.0  # a running attempt whose heartbeat is older than this belongs to a run that died
+HEARTBEAT_S = 10.0  # how often a run renews the heartbeat of the attempts it holds
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 DDL = """
@@ -40,7 +44,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     status TEXT NOT NULL, started REAL NOT NULL, finished REAL,
     wall_s REAL, cpu_s REAL, peak_rss_bytes INTEGER, base_rss_bytes INTEGER,
     peak_device_bytes INTEGER, threads INTEGER,
-    fits INTEGER, stopped_early INTEGER, info TEXT, error TEXT, provenance TEXT, values_file TEXT
+    fits INTEGER, stopped_early INTEGER, info TEXT, error TEXT, provenance TEXT, values_file TEXT,
+    owner TEXT, heartbeat REAL
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_key, status);
 CREATE TABLE IF NOT EXISTS scores (
@@ -48,6 +53,26 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (attempt_id, metric)
 );
 """
+
+
+def run_owner() -> str:
+    """Who holds a claim: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str | None, heartbeat: float, now: float) -> bool:
+    """Whether the run that holds a running attempt is still there."""
+    if now - heartbeat > LEASE_S:
+        return False
+    host, _, pid = (owner or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
@@ -106,8 +131,12 @@ class Store:
         self.con.execute("PRAGMA foreign_keys=ON")
         with self.con:
             self.con.executescript(DDL)
+            have = {r[1] for r in self.con.execute("PRAGMA table_info(attempts)")}
+            for column, kind in (("owner", "TEXT"), ("heartbeat", "REAL")):  # a version-1 store
+                if column not in have:
+                    self.con.execute(f"ALTER TABLE attempts ADD COLUMN {column} {kind}")
             self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
-            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
     def __enter__(self) -> "Store":
         return self
@@ -122,22 +151,45 @@ class Store:
     def done_keys(self) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT DISTINCT job_key FROM attempts WHERE status='ok'")}
 
-    def add_job(self, job: Job) -> None:
-        with self.con:
-            self.con.execute(
-                "INSERT OR IGNORE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.key, json.dumps(job.config(), sort_keys=True, default=str),
-                 job.dataset.name, job.dataset.label, job.corruption.name, job.corruption.label,
-                 job.valuer.name, job.valuer.label, job.seed, job.mode, job.device, time.time()),
-            )
+    def _add_job(self, job: Job) -> None:
+        self.con.execute(
+            "INSERT OR IGNORE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job.key, json.dumps(job.config(), sort_keys=True, default=str),
+             job.dataset.name, job.dataset.label, job.corruption.name, job.corruption.label,
+             job.valuer.name, job.valuer.label, job.seed, job.mode, job.device, time.time()),
+        )
 
-    def start_attempt(self, job_key: str, provenance: dict[str, Any]) -> int:
-        with self.con:
+    def claim(self, job: Job, provenance: dict[str, Any], owner: str) -> int | None:
+        """Atomically take ``job`` for this run: None if it is finished or held by a live run
+        (another ``valbench run`` on this store), else a new running attempt. Attempts of a
+        run that died (its heartbeat older than LEASE_S, or its process gone on this host)
+        become 'interrupted' and the job is taken again."""
+        now = time.time()
+        self.con.execute("BEGIN IMMEDIATE")  # one writer at a time: two runs cannot both take a job
+        try:
+            rows = self.con.execute("SELECT status, owner, COALESCE(heartbeat, started) FROM attempts "
+                                    "WHERE job_key=? AND status IN ('ok', 'running')", (job.key,)).fetchall()
+            if any(s == "ok" or (s == "running" and _alive(o, hb, now)) for s, o, hb in rows):
+                self.con.rollback()
+                return None
+            self.con.execute("UPDATE attempts SET status='interrupted', finished=?, error='its run stopped before "
+                             "it finished' WHERE job_key=? AND status='running'", (now, job.key))
+            self._add_job(job)
             cur = self.con.execute(
-                "INSERT INTO attempts (job_key, status, started, provenance) VALUES (?, 'running', ?, ?)",
-                (job_key, time.time(), json.dumps(provenance, sort_keys=True)),
-            )
+                "INSERT INTO attempts (job_key, status, started, provenance, owner, heartbeat) "
+                "VALUES (?, 'running', ?, ?, ?, ?)", (job.key, now, json.dumps(provenance, sort_keys=True), owner, now))
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
         return int(cur.lastrowid)
+
+    def heartbeat(self, attempt_ids: list[int]) -> None:
+        """Renew this run's hold on its running attempts."""
+        if attempt_ids:
+            with self.con:
+                self.con.executemany("UPDATE attempts SET heartbeat=? WHERE id=? AND status='running'",
+                                     [(time.time(), a) for a in attempt_ids])
 
     def finish_attempt(self, attempt_id: int, result: JobResult) -> None:
         values_file = None
