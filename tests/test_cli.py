@@ -93,7 +93,7 @@ BAD = [
     (["--corruptions", "labels[rate]"], "malformed parameter 'rate'"),
     (["--corruptions", "labels[rate=1.5]"], "rate must be in (0, 1), got 1.5"),
     (["--corruptions", "labels[rate=high]"], "rate must be a number"),
-    (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["--seeds", "0"], "--seeds must be in 1..10000, got 0"),
     (["--seeds", "two"], "--seeds must be a positive integer"),
     (["--config", "{tmp}/bad.toml"], "is not valid TOML"),
     (["--config", "{tmp}/unknown.toml"], "unknown key 'valuerz'"),

@@ -130,6 +130,7 @@ def test_a_store_in_a_folder_without_write_permission_is_read_as_immutable(regis
         return real(database, *a, **kw)
 
     monkeypatch.setattr(store_module.sqlite3, "connect", refuse_plain_ro)
+    monkeypatch.setattr(store_module.os, "access", lambda path, mode: False)  # no write permission anywhere
     with store_module.open_existing(tmp_path / "r.sqlite") as store:
         assert len(store.results()) == 2
 
@@ -193,7 +194,7 @@ def test_a_version_1_store_is_migrated_on_open(tmp_path):
 
     path = tmp_path / "old.sqlite"
     con = sqlite3.connect(path)
-    con.executescript(DDL.replace(",\n    owner TEXT, heartbeat REAL", ""))
+    con.executescript(DDL.replace(",\n    owner TEXT, heartbeat REAL, traceback TEXT", ""))
     con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA,))
     con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     con.commit()
@@ -201,7 +202,7 @@ def test_a_version_1_store_is_migrated_on_open(tmp_path):
     with Store(path) as store:
         columns = {r[1] for r in store.con.execute("PRAGMA table_info(attempts)")}
         version = store.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert {"owner", "heartbeat"} <= columns and version == "2"
+    assert {"owner", "heartbeat", "traceback"} <= columns and version == "2"
 
 
 @pytest.mark.slow
@@ -227,3 +228,53 @@ def test_two_runs_on_one_store_do_each_job_once(tmp_path):
         attempts = store.attempts()
     assert len(attempts) == 12 and (attempts.status == "ok").all() and attempts.job_key.nunique() == 12
     assert all("taken by another run" in out for out, _ in outs), outs  # they did overlap
+
+
+def test_a_failed_job_keeps_its_traceback(fixture_registry, tmp_path):
+    from valbench import api
+
+    exp = build_experiment({"datasets": "synthetic", "corruptions": "labels", "valuers": "boom", "seeds": 1})
+    api.run(exp, tmp_path / "r.sqlite", registry=fixture_registry, device="cpu")
+    with Store(tmp_path / "r.sqlite") as store:
+        (row,) = store.attempts().itertuples()
+    assert row.status == "failed" and row.error == "RuntimeError: boom on purpose"
+    assert "Traceback" in row.traceback and "fixture_plugins.py" in row.traceback
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--config", "."], "is a folder; give a .toml file"),
+    (["run", "--seeds", "100000000000000000000", "--datasets", "synthetic", "--corruptions", "labels",
+      "--valuers", "random"], "--seeds must be in 1..10000"),
+])
+def test_environment_and_typo_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    from valbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--results", str(tmp_path / "r.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []  # no store, no side files
+
+
+def test_an_unwritable_output_is_one_line_exit_2(registry, tmp_path, capsys):
+    from valbench.cli import main
+
+    _small_store(registry, tmp_path / "r.sqlite")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["table", "1", "--results", str(tmp_path / "r.sqlite"), "--output", str(tmp_path / "no" / "t.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No such file or directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # reading left no -wal/-shm files
+
+
+def test_a_running_job_keeps_renewing_its_claim(fixture_registry, tmp_path, monkeypatch):
+    """The heartbeat thread renews the claim of the job in progress, so another run leaves it alone."""
+    from valbench import api
+
+    monkeypatch.setattr(api, "HEARTBEAT_S", 0.05)
+    exp = build_experiment({"datasets": "synthetic", "corruptions": "labels", "valuers": "sleepy[seconds=0.5]",
+                            "seeds": 1})
+    api.run(exp, tmp_path / "r.sqlite", registry=fixture_registry, device="cpu")
+    with Store(tmp_path / "r.sqlite") as store:
+        (row,) = store.attempts().itertuples()
+    assert row.status == "ok" and row.heartbeat - row.started >= 0.3

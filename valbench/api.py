@@ -6,6 +6,7 @@ writes nothing, and a second identical run skips every finished job.
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from valbench.plugins import Registry, build_registry
 from valbench.provenance import provenance
 from valbench.runner import CellCache, precheck
 from valbench.types import Job, JobResult
-from valbench.store import HEARTBEAT_S, Store, check_store_path, run_owner
+from valbench.store import HEARTBEAT_S, Store, check_store_path, renew, run_owner
 
 Progress = Callable[[Job, JobResult], None]
 
@@ -53,11 +54,14 @@ class _Heartbeat:
         self.thread = threading.Thread(target=self._beat, name="valbench-heartbeat", daemon=True)
 
     def _beat(self) -> None:
-        with Store(self.path) as store:
+        con = sqlite3.connect(self.path, timeout=30)  # its own connection: sqlite3 objects stay in their thread
+        try:
             while not self.stop.wait(HEARTBEAT_S):
                 with self.lock:
                     held = list(self.held)
-                store.heartbeat(held)
+                renew(con, held)
+        finally:
+            con.close()
 
     def __enter__(self) -> "_Heartbeat":
         self.thread.start()
@@ -77,7 +81,7 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     check_store_path(path)
     done: set[str] = set()
     if path.exists():
-        with Store(path, readonly=True) as existing:
+        with Store(path, readonly=True, snapshot=True) as existing:  # leaves no side files if planning fails
             done = existing.done_keys()
     jobs, cache = plan(exp, registry, device, done)
     todo = [j for j in jobs if j.key not in done]

@@ -198,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("valbench: interrupted; finished jobs are kept in the store", file=sys.stderr)
         return 130
+    except OSError as exc:  # the environment, not valbench: a full disk, a folder without permission
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"valbench: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug in valbench or a plugin: still one line unless asked
         if os.environ.get("VALBENCH_DEBUG"):
             raise

@@ -22,6 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODES = ("supervised", "unsupervised")
+MAX_SEEDS = 10_000  # a count past this is a typo, not an experiment (and would not fit in memory as jobs)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -56,8 +57,8 @@ def parse_seeds(value: Any) -> tuple[int, ...]:
         except ValueError:
             raise ConfigError(f"--seeds must be a positive integer, got {value!r}") from None
     if isinstance(value, int):
-        if value < 1:
-            raise ConfigError(f"--seeds must be >= 1, got {value}")
+        if not 1 <= value <= MAX_SEEDS:
+            raise ConfigError(f"--seeds must be in 1..{MAX_SEEDS}, got {value}")
         return tuple(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
         if len(set(value)) != len(value):
@@ -97,6 +98,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a folder; give a .toml file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - TOML_KEYS)

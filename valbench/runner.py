@@ -234,7 +234,7 @@ def run_job(job: Job, cache: CellCache) -> JobResult:
     except Exception as exc:  # isolation: the grid goes on
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return _unless_changed(job, cache, cell, JobResult(job.key, "failed", truth=cell.truth, timing=timing,
-                                                           error=detail))
+                                                           error=detail, traceback=traceback.format_exc()))
     return _unless_changed(job, cache, cell, JobResult(job.key, "ok", valuation.values, cell.truth, scores, timing,
                                                        valuation.fits, valuation.stopped_early, dict(valuation.info)))
 

@@ -25,7 +25,7 @@ from valbench.errors import StoreError
 from valbench.types import Job, JobResult
 
 SCHEMA = "valbench-results"
-SCHEMA_VERSION = "2"  # 2: attempts carry their run's owner and heartbeat (claims); 1 is migrated on open
+SCHEMA_VERSION = "2"  # 2: attempts carry their run's owner and heartbeat (claims) and a failure's traceback
 LEASE_S = 60.0  # a running attempt whose heartbeat is older than this belongs to a run that died
 HEARTBEAT_S = 10.0  # how often a run renews the heartbeat of the attempts it holds
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     wall_s REAL, cpu_s REAL, peak_rss_bytes INTEGER, base_rss_bytes INTEGER,
     peak_device_bytes INTEGER, threads INTEGER,
     fits INTEGER, stopped_early INTEGER, info TEXT, error TEXT, provenance TEXT, values_file TEXT,
-    owner TEXT, heartbeat REAL
+    owner TEXT, heartbeat REAL, traceback TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_key, status);
 CREATE TABLE IF NOT EXISTS scores (
@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (attempt_id, metric)
 );
 """
+
+
+def renew(con: sqlite3.Connection, attempt_ids: list[int]) -> None:
+    """Renew a run's hold on its running attempts (the heartbeat of their claims)."""
+    if attempt_ids:
+        with con:
+            con.executemany("UPDATE attempts SET heartbeat=? WHERE id=? AND status='running'",
+                            [(time.time(), a) for a in attempt_ids])
 
 
 def run_owner() -> str:
@@ -75,12 +83,23 @@ def _alive(owner: str | None, heartbeat: float, now: float) -> bool:
     return True
 
 
-def connect_readonly(path: Path) -> sqlite3.Connection:
+def connect_readonly(path: Path, snapshot: bool = False) -> sqlite3.Connection:
     """A read-only connection that works without write permission on the file or its folder.
 
     SQLite's read-only mode still needs the WAL index beside a WAL database, which it cannot
     create in a read-only folder; then the file is opened as immutable (no locking: fine for
-    a store no run is writing, which is the only kind such a folder can hold)."""
+    a store no run is writing, which is the only kind such a folder can hold). ``snapshot``:
+    immutable at once, which leaves no -wal/-shm files behind, for quick looks whose answer
+    may be a moment old (the schema check; the finished jobs a run need not prepare). Only
+    while no -wal file is there: commits still in it would be invisible to an immutable read."""
+    if snapshot and not Path(f"{path}-wal").exists():
+        return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    if os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK):
+        # where SQLite may write, a query-only connection: it writes nothing, and like any last
+        # connection it removes the -wal/-shm files on close (a mode=ro one would leave them)
+        con = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+        con.execute("PRAGMA query_only=ON")
+        return con
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
@@ -101,7 +120,7 @@ def check_store_path(path: Path) -> None:
     if head != SQLITE_MAGIC:
         raise StoreError(f"results path {path} exists and is not a valbench store (not an SQLite file); nothing was changed")
     try:
-        con = connect_readonly(path)
+        con = connect_readonly(path, snapshot=True)
         try:
             row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         finally:
@@ -115,7 +134,7 @@ def check_store_path(path: Path) -> None:
 class Store:
     """Open (or create) a results store; use as a context manager."""
 
-    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False):
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False, snapshot: bool = False):
         self.path = Path(path)
         check_store_path(self.path)
         if not self.path.exists():
@@ -124,7 +143,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.values_dir = self.path.with_name(self.path.name + ".values")
         if readonly:  # reports: no pragma, no DDL, nothing written (works on read-only files and folders)
-            self.con = connect_readonly(self.path)
+            self.con = connect_readonly(self.path, snapshot)
             return
         self.con = sqlite3.connect(self.path, timeout=30)
         self.con.execute("PRAGMA journal_mode=WAL")
@@ -132,7 +151,7 @@ class Store:
         with self.con:
             self.con.executescript(DDL)
             have = {r[1] for r in self.con.execute("PRAGMA table_info(attempts)")}
-            for column, kind in (("owner", "TEXT"), ("heartbeat", "REAL")):  # a version-1 store
+            for column, kind in (("owner", "TEXT"), ("heartbeat", "REAL"), ("traceback", "TEXT")):  # version 1
                 if column not in have:
                     self.con.execute(f"ALTER TABLE attempts ADD COLUMN {column} {kind}")
             self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
@@ -184,13 +203,6 @@ class Store:
             raise
         return int(cur.lastrowid)
 
-    def heartbeat(self, attempt_ids: list[int]) -> None:
-        """Renew this run's hold on its running attempts."""
-        if attempt_ids:
-            with self.con:
-                self.con.executemany("UPDATE attempts SET heartbeat=? WHERE id=? AND status='running'",
-                                     [(time.time(), a) for a in attempt_ids])
-
     def finish_attempt(self, attempt_id: int, result: JobResult) -> None:
         values_file = None
         if result.values is not None:
@@ -202,12 +214,12 @@ class Store:
         with self.con:
             self.con.execute(
                 """UPDATE attempts SET status=?, finished=?, wall_s=?, cpu_s=?, peak_rss_bytes=?, base_rss_bytes=?,
-                   peak_device_bytes=?, threads=?, fits=?, stopped_early=?, info=?, error=?, values_file=?
-                   WHERE id=? AND status='running'""",
+                   peak_device_bytes=?, threads=?, fits=?, stopped_early=?, info=?, error=?, values_file=?,
+                   traceback=? WHERE id=? AND status='running'""",
                 (result.status, time.time(), t.get("wall_s"), t.get("cpu_s"), t.get("peak_rss_bytes"),
                  t.get("base_rss_bytes"), t.get("peak_device_bytes"), t.get("threads"), result.fits,
                  int(result.stopped_early), json.dumps(result.info, sort_keys=True, default=str), result.error,
-                 values_file, attempt_id),
+                 values_file, result.traceback, attempt_id),
             )
             self.con.executemany(
                 "INSERT INTO scores VALUES (?,?,?)", [(attempt_id, m, v) for m, v in result.scores.items()]

@@ -368,4 +368,5 @@ class JobResult:
     fits: int | None = None
     stopped_early: bool = False
     info: Mapping[str, Any] = field(default_factory=dict)
-    error: str | None = None
+    error: str | None = None  # one line, for the terminal
+    traceback: str | None = None  # the whole story, kept in the store for the plugin's author
