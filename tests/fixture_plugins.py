@@ -124,6 +124,34 @@ class Sleepy:
         return np.zeros(len(task.source))
 
 
+class Hang:
+    """Never returns (a valuer stuck in a loop or a deadlock)."""
+
+    name = "hang"
+
+    def value(self, task):
+        import time
+
+        while True:
+            time.sleep(1.0)
+
+
+class Hog:
+    """Holds ``mb`` megabytes (a valuer that outgrows its memory limit)."""
+
+    name = "hog"
+
+    def __init__(self, *, mb: int = 600) -> None:
+        self.mb = mb
+
+    def value(self, task):
+        import time
+
+        block = np.ones(self.mb * 2**20 // 8)  # written, so resident
+        time.sleep(30)
+        return np.zeros(len(task.source)) + block[0]
+
+
 class Recorder:
     """Observer plugin: records job hooks."""
 
@@ -133,7 +161,7 @@ class Recorder:
 
 @hookimpl
 def register_valuers(register):
-    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource, Crash, Mutator, Sleepy):
+    for cls in (Boom, WrongShape, NaNValues, Oracle, NeedsBigSource, Crash, Mutator, Sleepy, Hang, Hog):
         register(cls)
 
 

@@ -1,4 +1,5 @@
 import sqlite3
+import time
 
 import pytest
 
@@ -278,3 +279,97 @@ def test_a_running_job_keeps_renewing_its_claim(fixture_registry, tmp_path, monk
     with Store(tmp_path / "r.sqlite") as store:
         (row,) = store.attempts().itertuples()
     assert row.status == "ok" and row.heartbeat - row.started >= 0.3
+
+
+def test_a_job_past_its_time_or_memory_limit_is_stopped_and_the_grid_goes_on(tmp_path, fixture_registry):
+    """Issue: a hanging valuer blocked the grid forever. In worker processes, a job past
+    its limits is stopped and recorded as 'timeout' or 'oom'; the others finish."""
+    exp = build_experiment({**EXP, "valuers": "hog[mb=600],centroid,hang", "seeds": 1})
+    summary = api.run(exp, tmp_path / "r.sqlite", device="cpu", registry=fixture_registry, workers=1,
+                      timeout=3.0, memory_limit=600 * 2**20)  # an idle worker holds ~0.2 GiB
+    assert (summary.ok, summary.failed) == (1, 2)
+    with open_existing(tmp_path / "r.sqlite") as store:
+        a = store.attempts().set_index("status")
+    assert sorted(a.index) == ["ok", "oom", "timeout"]
+    assert "past the timeout of 3 s" in a.loc["timeout", "error"]
+    assert "past the memory limit of 0.59 GiB" in a.loc["oom", "error"]
+
+
+def _marked_processes(mark: str) -> list[int]:
+    """Pids of live processes whose environment carries ``mark`` (the run and its workers)."""
+    import os
+
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if mark.encode() in fh.read():
+                    with open(f"/proc/{pid}/stat") as st:
+                        if st.read().split(") ")[1][0] != "Z":  # not a zombie
+                            out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def _start_run(tmp_path, mark):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "VALBENCH_PLUGINS": "tests.fixture_plugins", "PYTHONPATH": str(root), "RUN_MARK": mark,
+           "VALBENCH_CACHE": str(tmp_path / "cache"), "VALBENCH_OFFLINE": "1"}
+    args = [sys.executable, "-m", "valbench.cli", "run", "--datasets", "synthetic", "--corruptions", "labels",
+            "--valuers", "hang", "--workers", "2", "--seeds", "2", "--results", str(tmp_path / "r.sqlite")]
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):  # until both jobs are running in their workers
+        time.sleep(0.1)
+        if (tmp_path / "r.sqlite").exists():
+            with Store(tmp_path / "r.sqlite", readonly=True) as store:
+                if (store.attempts().status == "running").sum() == 2:
+                    break
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_workers_keeps_the_store_and_exits_143(tmp_path):
+    import signal
+    import uuid
+
+    mark = f"RUN_MARK={uuid.uuid4().hex}"
+    proc = _start_run(tmp_path, mark.split("=")[1])
+    assert len(_marked_processes(mark)) >= 3  # the run, the fork server, two workers
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "terminated" in err, err
+    time.sleep(1.5)
+    assert _marked_processes(mark) == []
+    with Store(tmp_path / "r.sqlite", readonly=True) as store:
+        assert sorted(store.attempts().status) == ["interrupted", "interrupted"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_run_and_a_rerun_takes_its_jobs(tmp_path):
+    import signal
+    import uuid
+
+    mark = f"RUN_MARK={uuid.uuid4().hex}"
+    proc = _start_run(tmp_path, mark.split("=")[1])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    for _ in range(50):
+        time.sleep(0.2)
+        if not _marked_processes(mark):
+            break
+    assert _marked_processes(mark) == []
+    with Store(tmp_path / "r.sqlite") as store:  # the dead run's claims are taken over at once
+        keys = list(store.attempts().job_key)
+        assert len(keys) == 2 and set(store.attempts().status) == {"running"}
+        from valbench.store import _alive
+
+        rows = store.con.execute("SELECT owner, heartbeat FROM attempts").fetchall()
+        assert not any(_alive(owner, hb, time.time()) for owner, hb in rows)  # its process is gone

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from valbench.executors import ProcessExecutor, SerialExecutor
+from valbench.executors import SerialExecutor, WorkerPool
 from valbench.grid import Experiment, expand, resolve_device
 from valbench.plugins import Registry, build_registry
 from valbench.provenance import provenance
@@ -37,12 +37,17 @@ def plan(exp: Experiment, registry: Registry, device: str = "auto", done: set[st
     """Resolve the grid and prepare the data of every cell with a job not in ``done``
     (raising before any write)."""
     jobs = expand(exp, registry, resolve_device(device))
+    return jobs, prepare(jobs, done)
+
+
+def prepare(jobs: list[Job], done: set[str] = frozenset()) -> CellCache:
+    """Prepare (and check) the data of every cell with a job not in ``done``."""
     cache = CellCache()
     for job in jobs:
         if job.key not in done:
             cache.cell(job)
             precheck(job, cache)
-    return jobs, cache
+    return cache
 
 
 class _Heartbeat:
@@ -73,9 +78,15 @@ class _Heartbeat:
 
 
 def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: int = 0,
+        timeout: float | None = None, memory_limit: int | None = None,
         registry: Registry | None = None, progress: Progress | None = None,
         on_plan: Callable[[int, int], None] | None = None) -> RunSummary:
-    """Run every job of ``exp`` not already finished in the store at ``results``."""
+    """Run every job of ``exp`` not already finished in the store at ``results``.
+
+    ``workers`` 0 runs the jobs in this process (no limits; for debugging and tests); N > 0
+    in N worker processes, each job stopped past ``timeout`` seconds or ``memory_limit``
+    resident bytes. If the run is interrupted (an exception, SIGINT, SIGTERM), the workers
+    are stopped and the attempts in progress are recorded as 'interrupted'."""
     registry = registry or build_registry()
     path = Path(results)
     check_store_path(path)
@@ -83,8 +94,19 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     if path.exists():
         with Store(path, readonly=True, snapshot=True) as existing:  # leaves no side files if planning fails
             done = existing.done_keys()
-    jobs, cache = plan(exp, registry, device, done)
+    jobs = expand(exp, registry, resolve_device(device))
     todo = [j for j in jobs if j.key not in done]
+    # the workers start first, so that their fork server's imports overlap the data preparation
+    pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit).start() if workers > 0 and todo else None
+    try:
+        return _run(jobs, todo, registry, path, prepare(jobs, done), pool, progress, on_plan)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache: CellCache, pool: WorkerPool | None,
+         progress: Progress | None, on_plan: Callable[[int, int], None] | None) -> RunSummary:
     with Store(path) as store, _Heartbeat(path) as beat:
         if on_plan:
             on_plan(len(jobs), len(jobs) - len(todo))
@@ -104,15 +126,19 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
             registry.hook.job_started(job=job)
             return True
 
-        executor = ProcessExecutor(workers) if workers > 0 else SerialExecutor(cache)
+        executor = pool if pool is not None else SerialExecutor(cache)
         ok = failed = 0
-        for job, result in executor.run(todo, started):
-            store.finish_attempt(attempts[job.key], result)
+        try:
+            for job, result in executor.run(todo, started):
+                store.finish_attempt(attempts[job.key], result)
+                with beat.lock:
+                    beat.held.discard(attempts[job.key])
+                registry.hook.job_finished(job=job, result=result)
+                ok += result.status == "ok"
+                failed += result.status != "ok"
+                if progress:
+                    progress(job, result)
+        finally:  # interrupted: what finished is stored; what was running is marked so, to run again
             with beat.lock:
-                beat.held.discard(attempts[job.key])
-            registry.hook.job_finished(job=job, result=result)
-            ok += result.status == "ok"
-            failed += result.status != "ok"
-            if progress:
-                progress(job, result)
+                store.interrupt(sorted(beat.held))
     return RunSummary(len(jobs), len(jobs) - len(todo), ok, failed, elsewhere)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 from valbench.errors import ValbenchError
@@ -30,7 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", help="number of seeds (runs seeds 0..N-1); default 1")
     r.add_argument("--mode", choices=["supervised", "unsupervised"], help="learning mode (default supervised)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where valuers run (default auto)")
-    r.add_argument("--workers", type=int, default=0, help="worker processes (0: run in this process)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="worker processes that run the jobs, each isolated (default 1)")
+    r.add_argument("--in-process", action="store_true",
+                   help="run the jobs in this process instead (for debugging: no timeout or memory limit)")
+    r.add_argument("--timeout", type=float, help="seconds a job may take before it is stopped (default: no limit)")
+    r.add_argument("--memory-limit", type=float, help="GiB a job's worker may hold (default: no limit)")
     r.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
 
     t = sub.add_parser("table", help="print the paper's Table 1, 2 or 3 from a results store")
@@ -70,11 +77,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             raw[key] = value
-    if args.workers < 0:
-        raise_config(f"--workers must be >= 0, got {args.workers}")
+    if args.workers < 1:
+        raise_config(f"--workers must be >= 1, got {args.workers} (use --in-process to run in this process)")
+    for name in ("timeout", "memory_limit"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise_config(f"--{name.replace('_', '-')} must be > 0, got {value}")
     exp = build_experiment(raw)
     bar = _Progress()
-    summary = api.run(exp, args.results, device=raw.get("device", "auto"), workers=args.workers,
+    memory = int(args.memory_limit * 2**30) if args.memory_limit else None
+    summary = api.run(exp, args.results, device=raw.get("device", "auto"),
+                      workers=0 if args.in_process else args.workers, timeout=args.timeout, memory_limit=memory,
                       registry=_registry(), progress=bar.update, on_plan=bar.start)
     bar.close()
     elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""
@@ -182,6 +195,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (workers stopped, running attempts marked interrupted)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins, "check": _cmd_check}
 
 
@@ -190,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # OMP_WAIT_POLICY=ACTIVE to override): spinning made runs 5-25x slower on a shared machine.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # a scheduler's SIGTERM stops the run cleanly
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except ValbenchError as exc:
@@ -198,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("valbench: interrupted; finished jobs are kept in the store", file=sys.stderr)
         return 130
+    except Terminated:
+        print("valbench: terminated; finished jobs are kept in the store", file=sys.stderr)
+        return 143
     except OSError as exc:  # the environment, not valbench: a full disk, a folder without permission
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"valbench: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -203,6 +203,14 @@ class Store:
             raise
         return int(cur.lastrowid)
 
+    def interrupt(self, attempt_ids: list[int]) -> None:
+        """Mark this run's unfinished attempts 'interrupted' (the next run takes their jobs)."""
+        if attempt_ids:
+            with self.con:
+                self.con.executemany("UPDATE attempts SET status='interrupted', finished=?, error='the run was "
+                                     "stopped before it finished' WHERE id=? AND status='running'",
+                                     [(time.time(), a) for a in attempt_ids])
+
     def finish_attempt(self, attempt_id: int, result: JobResult) -> None:
         values_file = None
         if result.values is not None:

@@ -357,10 +357,11 @@ class Timing:
 
 @dataclass(frozen=True)
 class JobResult:
-    """What one job produced: values and scores (status "ok"), or the error ("failed")."""
+    """What one job produced: values and scores (status "ok"), or why not: "failed" (it
+    raised, or its worker died), "timeout" or "oom" (stopped at a limit)."""
 
     key: str
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "timeout", "oom"]
     values: np.ndarray | None = None
     truth: Truth | None = None
     scores: Mapping[str, float] = field(default_factory=dict)
