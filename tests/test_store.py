@@ -30,15 +30,30 @@ def test_store_round_trip_and_skip(tmp_path):
         assert store.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_failed_jobs_are_recorded_and_retried(tmp_path, fixture_registry):
+def test_failed_jobs_are_recorded_and_retried_only_when_asked(tmp_path, fixture_registry):
     path = tmp_path / "r.sqlite"
     exp = build_experiment({**EXP, "valuers": "boom", "seeds": 1})
     assert api.run(exp, path, device="cpu", registry=fixture_registry).failed == 1
-    assert api.run(exp, path, device="cpu", registry=fixture_registry).failed == 1
+    again = api.run(exp, path, device="cpu", registry=fixture_registry)
+    assert (again.failed, again.skipped) == (0, 1)  # a deterministic failure is not repeated by default
+    assert api.run(exp, path, device="cpu", registry=fixture_registry, retry_failed=True).failed == 1
     with open_existing(path) as store:
         a = store.attempts()
         assert list(a["status"]) == ["failed", "failed"] and "boom on purpose" in a["error"][0]
         assert store.results().empty
+
+
+def test_dry_run_says_what_would_run_and_writes_nothing(tmp_path, capsys):
+    from valbench.cli import main
+
+    args = ["run", "--datasets", "synthetic", "--corruptions", "labels", "--valuers", "random", "--seeds", "2",
+            "--results", str(tmp_path / "r.sqlite"), "--in-process"]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 jobs: 2 would run" in out and "synthetic / labels / random / seed 1" in out
+    assert list(tmp_path.iterdir()) == []
+    assert main(args) == 0 and main([*args, "--dry-run"]) == 0
+    assert "2 jobs: 0 would run, 2 finished" in capsys.readouterr().out
 
 
 def test_not_a_store_is_left_untouched(tmp_path):

@@ -77,8 +77,22 @@ class _Heartbeat:
         self.thread.join()
 
 
+def pending(exp: Experiment, results: str | Path, registry: Registry, device: str = "auto",
+            retry_failed: bool = False) -> tuple[list[Job], list[Job], set[str]]:
+    """(every job, the jobs a run would do, the keys it would skip), reading the store at
+    ``results`` without changing it (``valbench run --dry-run``)."""
+    path = Path(results)
+    check_store_path(path)
+    skip: set[str] = set()
+    if path.exists():
+        with Store(path, readonly=True, snapshot=True) as existing:  # leaves no side files if planning fails
+            skip = existing.done_keys(failed=not retry_failed)
+    jobs = expand(exp, registry, resolve_device(device))
+    return jobs, [j for j in jobs if j.key not in skip], skip
+
+
 def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: int = 0,
-        timeout: float | None = None, memory_limit: int | None = None,
+        timeout: float | None = None, memory_limit: int | None = None, retry_failed: bool = False,
         registry: Registry | None = None, progress: Progress | None = None,
         on_plan: Callable[[int, int], None] | None = None) -> RunSummary:
     """Run every job of ``exp`` not already finished in the store at ``results``.
@@ -86,16 +100,12 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     ``workers`` 0 runs the jobs in this process (no limits; for debugging and tests); N > 0
     in N worker processes, each job stopped past ``timeout`` seconds or ``memory_limit``
     resident bytes. If the run is interrupted (an exception, SIGINT, SIGTERM), the workers
-    are stopped and the attempts in progress are recorded as 'interrupted'."""
+    are stopped and the attempts in progress are recorded as 'interrupted'. Jobs whose last
+    attempt failed (or hit a limit) run again only with ``retry_failed`` (a deterministic
+    failure would only fail again)."""
     registry = registry or build_registry()
     path = Path(results)
-    check_store_path(path)
-    done: set[str] = set()
-    if path.exists():
-        with Store(path, readonly=True, snapshot=True) as existing:  # leaves no side files if planning fails
-            done = existing.done_keys()
-    jobs = expand(exp, registry, resolve_device(device))
-    todo = [j for j in jobs if j.key not in done]
+    jobs, todo, done = pending(exp, path, registry, device, retry_failed)
     # the workers start first, so that their fork server's imports overlap the data preparation
     pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit).start() if workers > 0 and todo else None
     try:

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="worker processes that run the jobs, each isolated (default 1)")
     r.add_argument("--in-process", action="store_true",
                    help="run the jobs in this process instead (for debugging: no timeout or memory limit)")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="run again the jobs whose last attempt failed, timed out or ran out of memory")
+    r.add_argument("--dry-run", action="store_true", help="say which jobs would run, and run nothing")
     r.add_argument("--timeout", type=float, help="seconds a job may take before it is stopped (default: no limit)")
     r.add_argument("--memory-limit", type=float, help="GiB a job's worker may hold (default: no limit)")
     r.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
@@ -85,9 +88,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise_config(f"--{name.replace('_', '-')} must be > 0, got {value}")
     exp = build_experiment(raw)
     bar = _Progress()
+    if args.dry_run:
+        jobs, todo, _ = api.pending(exp, args.results, _registry(), raw.get("device", "auto"), args.retry_failed)
+        for job in todo:
+            print(job.describe())
+        print(f"{len(jobs)} jobs: {len(todo)} would run, {len(jobs) - len(todo)} finished or failed in "
+              f"{args.results} (nothing was run or written)")
+        return 0
     memory = int(args.memory_limit * 2**30) if args.memory_limit else None
     summary = api.run(exp, args.results, device=raw.get("device", "auto"),
                       workers=0 if args.in_process else args.workers, timeout=args.timeout, memory_limit=memory,
+                      retry_failed=args.retry_failed,
                       registry=_registry(), progress=bar.update, on_plan=bar.start)
     bar.close()
     elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""

@@ -167,8 +167,15 @@ class Store:
         self.con.close()
 
     # -- writing -------------------------------------------------------------------
-    def done_keys(self) -> set[str]:
-        return {r[0] for r in self.con.execute("SELECT DISTINCT job_key FROM attempts WHERE status='ok'")}
+    def done_keys(self, failed: bool = False) -> set[str]:
+        """Jobs with an ok attempt; with ``failed``, also those whose last attempt ended
+        failed, timeout or oom (a deterministic failure is not retried unless asked)."""
+        ok = {r[0] for r in self.con.execute("SELECT DISTINCT job_key FROM attempts WHERE status='ok'")}
+        if not failed:
+            return ok
+        last = self.con.execute("SELECT job_key, status FROM attempts a WHERE id = (SELECT MAX(id) FROM attempts "
+                                "WHERE job_key = a.job_key AND status != 'running')").fetchall()
+        return ok | {k for k, s in last if s in ("failed", "timeout", "oom")}
 
     def _add_job(self, job: Job) -> None:
         self.con.execute(
