@@ -388,3 +388,26 @@ def test_workers_die_with_a_killed_run_and_a_rerun_takes_its_jobs(tmp_path):
 
         rows = store.con.execute("SELECT owner, heartbeat FROM attempts").fetchall()
         assert not any(_alive(owner, hb, time.time()) for owner, hb in rows)  # its process is gone
+
+
+def test_merge_joins_stores_made_apart_without_duplicates(registry, tmp_path):
+    """Two machines ran overlapping grids into their own stores: the merged store holds each
+    job once, every finished attempt with its values, and gives the same table."""
+    from valbench.merge import merge
+    from valbench.report.tables import table
+
+    def grid(path, seeds):
+        exp = build_experiment({"datasets": "synthetic[n_source=40,n_target=20,n_test=20]", "corruptions": "labels",
+                                "valuers": "random", "seeds": seeds})
+        api.run(exp, path, registry=registry, device="cpu")
+
+    grid(tmp_path / "a.sqlite", [0, 1])
+    grid(tmp_path / "b.sqlite", [1, 2])  # seed 1 ran on both machines
+    assert merge([tmp_path / "a.sqlite", tmp_path / "b.sqlite", tmp_path / "a.sqlite"], tmp_path / "c.sqlite") == (3, 4)
+    with open_existing(tmp_path / "c.sqlite") as store:
+        results = store.results()
+        values = [store.load_values(f)[0] for f in results.values_file]
+    assert sorted(results.seed) == [0, 1, 2] and all(len(v) == 40 for v in values)
+    assert "| synthetic[n_source=40,n_target=20,n_test=20] | 3 " in table(results, 1, registry)
+    with pytest.raises(StoreError, match="exists; merge writes a new store"):
+        merge([tmp_path / "a.sqlite", tmp_path / "b.sqlite"], tmp_path / "c.sqlite")

@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plugins", help="list every registered plugin: kind, name, distribution, version")
 
+    m = sub.add_parser("merge", help="join stores made apart (e.g. on separate machines) into a new store",
+                       description="Write the union of several results stores to a new one: each job once, "
+                                   "every finished attempt with its values; the inputs are not changed.")
+    m.add_argument("stores", nargs="+", help="the stores to join")
+    m.add_argument("-o", "--output", required=True, help="the new store (must not exist)")
+
     c = sub.add_parser("check", help="run the conformance kit on an installed plugin and print a report",
                        description="Run every conformance check of valbench.testing on one registered plugin "
                                    "(with its test_params). Exit 0 if none fails, 1 otherwise.")
@@ -214,7 +220,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins, "check": _cmd_check}
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from valbench.merge import merge
+
+    jobs, attempts = merge(args.stores, args.output)
+    print(f"{args.output}: {jobs} jobs, {attempts} attempts from {len(args.stores)} stores")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
