@@ -93,13 +93,14 @@ def pending(exp: Experiment, results: str | Path, registry: Registry, device: st
 
 def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: int = 0,
         timeout: float | None = None, memory_limit: int | None = None, retry_failed: bool = False,
+        executor: str = "local",
         registry: Registry | None = None, progress: Progress | None = None,
         on_plan: Callable[[int, int], None] | None = None) -> RunSummary:
     """Run every job of ``exp`` not already finished in the store at ``results``.
 
     ``workers`` 0 runs the jobs in this process (no limits; for debugging and tests); N > 0
     in N worker processes, each job stopped past ``timeout`` seconds or ``memory_limit``
-    resident bytes. If the run is interrupted (an exception, SIGINT, SIGTERM), the workers
+    resident bytes; with ``executor="ray"``, as N Ray tasks at a time (valbench.ray_executor). If the run is interrupted (an exception, SIGINT, SIGTERM), the workers
     are stopped and the attempts in progress are recorded as 'interrupted'. Jobs whose last
     attempt failed (or hit a limit) run again only with ``retry_failed`` (a deterministic
     failure would only fail again)."""
@@ -107,15 +108,21 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     path = Path(results)
     jobs, todo, done = pending(exp, path, registry, device, retry_failed)
     # the workers start first, so that their fork server's imports overlap the data preparation
-    pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit).start() if workers > 0 and todo else None
+    pool = None
+    if workers > 0 and todo and executor == "ray":
+        from valbench.ray_executor import RayExecutor
+
+        pool = RayExecutor(workers, timeout=timeout)
+    elif workers > 0 and todo:
+        pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit).start()
     try:
         return _run(jobs, todo, registry, path, prepare(jobs, done), pool, progress, on_plan)
     finally:
-        if pool is not None:
+        if isinstance(pool, WorkerPool):
             pool.close()
 
 
-def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache: CellCache, pool: WorkerPool | None,
+def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache: CellCache, pool: object | None,
          progress: Progress | None, on_plan: Callable[[int, int], None] | None) -> RunSummary:
     with Store(path) as store, _Heartbeat(path) as beat:
         if on_plan:

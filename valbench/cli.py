@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where valuers run (default auto)")
     r.add_argument("--workers", type=int, default=1,
                    help="worker processes that run the jobs, each isolated (default 1)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local worker processes, or Ray tasks on RAY_ADDRESS's cluster or a local Ray instance")
     r.add_argument("--in-process", action="store_true",
                    help="run the jobs in this process instead (for debugging: no timeout or memory limit)")
     r.add_argument("--retry-failed", action="store_true",
@@ -104,7 +106,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     memory = int(args.memory_limit * 2**30) if args.memory_limit else None
     summary = api.run(exp, args.results, device=raw.get("device", "auto"),
                       workers=0 if args.in_process else args.workers, timeout=args.timeout, memory_limit=memory,
-                      retry_failed=args.retry_failed,
+                      retry_failed=args.retry_failed, executor=args.executor,
                       registry=_registry(), progress=bar.update, on_plan=bar.start)
     bar.close()
     elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""

@@ -1,0 +1,84 @@
+"""Running the jobs of a grid as Ray tasks, past one machine.
+
+The driver (``valbench run --executor ray``) keeps the store: it claims each job before it
+submits it and records each result as it comes back, so the store is the same as with
+local workers, and ``valbench merge`` is only needed for stores made apart. Ray connects
+to ``RAY_ADDRESS`` (an existing cluster) or starts a local instance for the run. Tasks are
+never retried by Ray (a retry could run a job twice); a task whose worker dies is a failed
+job; a task past the timeout is cancelled and recorded as 'timeout'. Each task gets
+``threads`` CPUs and sets torch to that many threads, so tasks do not oversubscribe a
+node; a CUDA job asks for one GPU, so GPU jobs run one per device.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import Iterator, Sequence
+
+from valbench.executors import POLL_S, Started
+from valbench.runner import CellCache, run_job
+from valbench.types import Job, JobResult
+
+_CACHE: CellCache | None = None  # one per Ray worker process: cells are prepared once per worker
+
+
+def _task(job: Job, threads: int) -> JobResult:
+    global _CACHE
+    import torch
+
+    torch.set_num_threads(threads)
+    _CACHE = _CACHE or CellCache()
+    return run_job(job, _CACHE)
+
+
+class RayExecutor:
+    """At most ``workers`` jobs at once as Ray tasks of ``threads`` CPUs each."""
+
+    def __init__(self, workers: int = 1, *, timeout: float | None = None, threads: int | None = None,
+                 address: str | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            from valbench.errors import ConfigError
+
+            raise ConfigError("--executor ray needs Ray: pip install 'valbench[ray]'") from None
+        self.workers, self.timeout = max(1, workers), timeout
+        self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+
+    def run(self, jobs: Sequence[Job], started: Started) -> Iterator[tuple[Job, JobResult]]:
+        import ray
+
+        ours = not ray.is_initialized()
+        if ours:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     num_cpus=None if self.address else self.workers * self.threads)
+        task = ray.remote(max_retries=0)(_task)
+        pending, running = deque(jobs), {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    job = pending.popleft()
+                    if started(job):
+                        options = {"num_cpus": self.threads, "num_gpus": 1 if job.device.startswith("cuda") else 0}
+                        running[task.options(**options).remote(job, self.threads)] = (job, time.monotonic())
+                done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+                for ref in done:
+                    job, _ = running.pop(ref)
+                    try:
+                        yield job, ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # its worker died, or Ray lost the task
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        yield job, JobResult(job.key, "failed", error=f"its Ray task failed: {first}")
+                for ref, (job, since) in list(running.items()):
+                    if self.timeout is not None and time.monotonic() - since > self.timeout:
+                        ray.cancel(ref, force=True)
+                        running.pop(ref)
+                        yield job, JobResult(job.key, "timeout", error=f"its Ray task was cancelled after "
+                                                                         f"{self.timeout:g} s: past the timeout")
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            if ours:
+                ray.shutdown()
