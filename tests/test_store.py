@@ -411,3 +411,14 @@ def test_merge_joins_stores_made_apart_without_duplicates(registry, tmp_path):
     assert "| synthetic[n_source=40,n_target=20,n_test=20] | 3 " in table(results, 1, registry)
     with pytest.raises(StoreError, match="exists; merge writes a new store"):
         merge([tmp_path / "a.sqlite", tmp_path / "b.sqlite"], tmp_path / "c.sqlite")
+
+
+def test_a_valuers_own_timeout_applies_unless_the_run_sets_one(tmp_path, fixture_registry, monkeypatch):
+    from tests.fixture_plugins import Hang
+
+    monkeypatch.setattr(Hang, "timeout", 1.0, raising=False)
+    exp = build_experiment({**EXP, "valuers": "hang", "seeds": 1})
+    api.run(exp, tmp_path / "r.sqlite", device="cpu", registry=fixture_registry, workers=1)
+    with open_existing(tmp_path / "r.sqlite") as store:
+        (row,) = store.attempts().itertuples()
+    assert row.status == "timeout" and "past the timeout of 1 s" in row.error

@@ -109,6 +109,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       retry_failed=args.retry_failed, executor=args.executor,
                       registry=_registry(), progress=bar.update, on_plan=bar.start)
     bar.close()
+    if bar.failures:  # the failures once more, together, after the progress lines
+        print(f"{len(bar.failures)} jobs did not finish ok:", file=sys.stderr)
+        for line in bar.failures:
+            print(f"  {line}", file=sys.stderr)
     elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""
     print(f"{summary.jobs} jobs: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already in "
           f"{args.results}{elsewhere}")
@@ -128,6 +132,7 @@ class _Progress:
         self.bar = None
         self.done = 0
         self.total = 0
+        self.failures: list[str] = []
 
     def start(self, jobs: int, skipped: int) -> None:
         self.total = jobs - skipped
@@ -142,7 +147,9 @@ class _Progress:
         self.done += 1
         scores = " ".join(f"{k}={v:.3f}" for k, v in result.scores.items())
         wall = f"{result.timing.wall_s:.2f}s" if result.timing else "-"
-        status = result.status if result.status == "ok" else f"FAILED: {result.error}"
+        status = result.status if result.status == "ok" else f"{result.status.upper()}: {result.error}"
+        if result.status != "ok":
+            self.failures.append(f"{job.describe()}: {result.status}: {result.error}")
         if self.bar is not None:
             self.bar.set_postfix_str(job.valuer.label)
             self.bar.update(1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterator, Sequence
 
+from valbench.plugins import option
 from valbench.runner import CellCache, run_job
 from valbench.types import Job, JobResult
 
@@ -78,6 +79,11 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
         if job is None:
             return
         conn.send(run_job(job, cache))
+
+
+def job_timeout(job: Job, timeout: float | None) -> float | None:
+    """The run's --timeout if given, else the valuer's own ``timeout`` (None: no limit)."""
+    return timeout if timeout is not None else option(job.valuer, "timeout")
 
 
 def _rss_bytes(pid: int) -> int | None:
@@ -192,8 +198,9 @@ class WorkerPool:
                 self._replace(slot)
                 return JobResult(job.key, "oom", error=f"stopped at {rss / 2**30:.2f} GiB resident: past the "
                                                         f"memory limit of {self.memory_limit / 2**30:.2f} GiB")
-        if self.timeout is not None and elapsed > self.timeout:
+        limit = job_timeout(job, self.timeout)
+        if limit is not None and elapsed > limit:
             self._replace(slot)
             return JobResult(job.key, "timeout", error=f"stopped after {elapsed:.1f} s: past the timeout of "
-                                                        f"{self.timeout:g} s")
+                                                        f"{limit:g} s")
         return None

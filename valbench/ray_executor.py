@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Iterator, Sequence
 
-from valbench.executors import POLL_S, Started
+from valbench.executors import POLL_S, Started, job_timeout
 from valbench.runner import CellCache, run_job
 from valbench.types import Job, JobResult
 
@@ -72,11 +72,12 @@ class RayExecutor:
                         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                         yield job, JobResult(job.key, "failed", error=f"its Ray task failed: {first}")
                 for ref, (job, since) in list(running.items()):
-                    if self.timeout is not None and time.monotonic() - since > self.timeout:
+                    limit = job_timeout(job, self.timeout)
+                    if limit is not None and time.monotonic() - since > limit:
                         ray.cancel(ref, force=True)
                         running.pop(ref)
                         yield job, JobResult(job.key, "timeout", error=f"its Ray task was cancelled after "
-                                                                         f"{self.timeout:g} s: past the timeout")
+                                                                         f"{limit:g} s: past the timeout")
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)

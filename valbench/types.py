@@ -251,6 +251,9 @@ class Valuer(Plugin, Protocol):
     """needs labels: refused in unsupervised mode."""
     requires_annotations: tuple[str, ...] = ()
     """names of Splits.source_annotations it needs; a dataset without them is refused."""
+    timeout: float | None = None
+    """seconds a job of this valuer may run in a worker before it is stopped ('timeout');
+    ``valbench run --timeout`` overrides it (None: no limit of its own)."""
 
     @optional
     def check(self, task: ValuationTask) -> None:
