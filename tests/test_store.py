@@ -422,3 +422,20 @@ def test_a_valuers_own_timeout_applies_unless_the_run_sets_one(tmp_path, fixture
     with open_existing(tmp_path / "r.sqlite") as store:
         (row,) = store.attempts().itertuples()
     assert row.status == "timeout" and "past the timeout of 1 s" in row.error
+
+
+def test_a_worker_that_died_while_idle_is_replaced_before_it_gets_a_job(tmp_path, fixture_registry):
+    from valbench.executors import WorkerPool
+
+    exp = build_experiment({**EXP, "valuers": "centroid", "seeds": 2})
+    from valbench.grid import expand
+
+    jobs = expand(exp, fixture_registry, "cpu")
+    pool = WorkerPool(1).start()
+    pool.slots[0].process.kill()
+    pool.slots[0].process.join(5)
+    try:
+        results = [r for _, r in pool.run(jobs, lambda job: True)]
+    finally:
+        pool.close()
+    assert [r.status for r in results] == ["ok", "ok"]

@@ -157,12 +157,11 @@ class WorkerPool:
         self.start()
         try:
             while pending or any(s.job for s in self.slots):
-                for slot in self.slots:  # hand out work
-                    while slot.job is None and pending:
+                for i in range(len(self.slots)):  # hand out work
+                    while self.slots[i].job is None and pending:
                         job = pending.popleft()
                         if started(job):
-                            slot.job, slot.since, slot.peak = job, time.monotonic(), 0
-                            slot.conn.send(job)
+                            self._hand(i, job)
                 busy = [s for s in self.slots if s.job is not None]
                 if not busy:
                     continue
@@ -174,6 +173,18 @@ class WorkerPool:
                         yield job, result
         finally:
             self.close()
+
+    def _hand(self, i: int, job: Job) -> None:
+        """Give ``job`` to worker ``i``; a worker that died while idle is replaced first."""
+        for _ in range(2):
+            slot = self.slots[i]
+            try:
+                slot.conn.send(job)
+                slot.job, slot.since, slot.peak = job, time.monotonic(), 0
+                return
+            except (BrokenPipeError, EOFError, OSError):
+                self._replace(slot)
+        raise RuntimeError("a fresh worker process could not take a job")
 
     def _check(self, slot: _Slot, ready: list) -> JobResult | None:
         """The slot's result if its job ended (finished, died, or stopped at a limit), else None."""
