@@ -59,9 +59,11 @@ def register_metrics(register: Register) -> None:
 
 @hookspec
 def job_started(job: Job) -> None:
-    """Called before ``job`` runs (serially: just before; with workers: when it is submitted)."""
+    """Called when ``job`` has been claimed in the store, just before it runs (with workers:
+    when it is handed to one)."""
 
 
 @hookspec
 def job_finished(job: Job, result: JobResult) -> None:
-    """Called after ``job`` ran, with its result (status "ok" or "failed"), once it is stored."""
+    """Called after ``job`` ran, once its result (status "ok", "failed", "timeout" or "oom")
+    is stored."""

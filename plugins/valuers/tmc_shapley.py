@@ -10,7 +10,7 @@ AUROC, the target's majority rate for accuracy, 0 for R^2). Truncation: once
 additions, the rest of the permutation gets marginal 0; v(D) is the mean of
 ``full_models`` (10) full-data models. tolerance 0.01 is the reference implementation's,
 0.03 the DVGS port's; tolerance 0 turns truncation off. Values are the mean marginals
-over permutations; the stopping rules are in _tmc_stopping (default: the reference's).
+over permutations; the stopping rules are below ("Stopping rules"; default: the reference's).
 
 Speed: ``permutations_per_batch`` permutations advance in lockstep, each contributing
 several consecutive prefixes to one batched fit of about ``models_per_batch`` models
