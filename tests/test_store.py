@@ -439,3 +439,30 @@ def test_a_worker_that_died_while_idle_is_replaced_before_it_gets_a_job(tmp_path
     finally:
         pool.close()
     assert [r.status for r in results] == ["ok", "ok"]
+
+
+def test_another_runs_failure_is_not_repeated_and_a_retry_happens_once(registry, tmp_path):
+    """Review: three concurrent runs each ran a deterministic failure again."""
+    import time as clock
+
+    from valbench.store import run_owner
+    from valbench.types import JobResult
+
+    (job,) = _jobs(registry)
+    with Store(tmp_path / "r.sqlite") as store:
+        before = clock.time()
+        first = store.claim(job, {}, run_owner())
+        store.finish_attempt(first, JobResult(job.key, "failed", error="boom"))
+        assert store.claim(job, {}, run_owner()) is None  # not retried unless asked
+        # a run that began before this failure: another run already tried it since, so not again
+        assert store.claim(job, {}, run_owner(), retry_failed=True, since=before - 1) is None
+        # a run that began after it, asked to retry failures: retries it
+        assert store.claim(job, {}, run_owner(), retry_failed=True, since=clock.time() + 1) is not None
+
+
+def test_a_store_being_created_is_not_refused(tmp_path):
+    """Review: a second command that looked at a store just as a run created it was refused."""
+    from valbench.store import check_store_path
+
+    (tmp_path / "new.sqlite").touch()  # what sqlite3.connect leaves before its first table
+    check_store_path(tmp_path / "new.sqlite")

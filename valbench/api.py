@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -105,7 +106,7 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     attempt failed (or hit a limit) run again only with ``retry_failed`` (a deterministic
     failure would only fail again)."""
     registry = registry or build_registry()
-    path = Path(results)
+    path, since = Path(results), time.time()
     jobs, todo, done = pending(exp, path, registry, device, retry_failed)
     # the workers start first, so that their fork server's imports overlap the data preparation
     pool = None
@@ -116,14 +117,15 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     elif workers > 0 and todo:
         pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit).start()
     try:
-        return _run(jobs, todo, registry, path, prepare(jobs, done), pool, progress, on_plan)
+        return _run(jobs, todo, registry, path, prepare(jobs, done), pool, progress, on_plan, retry_failed, since)
     finally:
         if isinstance(pool, WorkerPool):
             pool.close()
 
 
 def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache: CellCache, pool: object | None,
-         progress: Progress | None, on_plan: Callable[[int, int], None] | None) -> RunSummary:
+         progress: Progress | None, on_plan: Callable[[int, int], None] | None, retry_failed: bool = False,
+         since: float = 0.0) -> RunSummary:
     with Store(path) as store, _Heartbeat(path) as beat:
         if on_plan:
             on_plan(len(jobs), len(jobs) - len(todo))
@@ -133,7 +135,7 @@ def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache
 
         def started(job: Job) -> bool:
             nonlocal elsewhere
-            attempt = store.claim(job, prov, owner)
+            attempt = store.claim(job, prov, owner, retry_failed, since)
             if attempt is None:  # finished or being run by another run on this store meanwhile
                 elsewhere += 1
                 return False

@@ -75,10 +75,13 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
     torch.set_num_threads(threads)
     cache = CellCache()
     while True:
-        job = conn.recv()
-        if job is None:
+        try:
+            job = conn.recv()
+            if job is None:
+                return
+            conn.send(run_job(job, cache))
+        except (EOFError, BrokenPipeError, ConnectionResetError):  # the run is gone: so is its worker
             return
-        conn.send(run_job(job, cache))
 
 
 def job_timeout(job: Job, timeout: float | None) -> float | None:

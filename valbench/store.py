@@ -26,6 +26,7 @@ from valbench.types import Job, JobResult
 
 SCHEMA = "valbench-results"
 SCHEMA_VERSION = "2"  # 2: attempts carry their run's owner and heartbeat (claims) and a failure's traceback
+FAILURES = ("failed", "timeout", "oom")  # ends of an attempt that a rerun does not repeat unless asked
 LEASE_S = 60.0  # a running attempt whose heartbeat is older than this belongs to a run that died
 HEARTBEAT_S = 10.0  # how often a run renews the heartbeat of the attempts it holds
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -109,12 +110,33 @@ def connect_readonly(path: Path, snapshot: bool = False) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
 
 
+def _has_schema(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(16) != SQLITE_MAGIC:
+                return False
+        con = connect_readonly(path, snapshot=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        finally:
+            con.close()
+        return bool(row) and row[0] == SCHEMA
+    except (sqlite3.DatabaseError, OSError):
+        return False
+
+
 def check_store_path(path: Path) -> None:
     """Raise StoreError unless ``path`` is absent or an existing valbench store."""
     if path.is_dir():
         raise StoreError(f"results path {path} is a directory; give a file such as {path / 'results.sqlite'}")
     if not path.exists():
         return
+    for _ in range(20):  # a store another run is creating: empty, or its tables not yet committed
+        if path.stat().st_size > 0 and _has_schema(path):
+            return
+        time.sleep(0.05)
+    if path.stat().st_size == 0:
+        return  # an empty file is a new store (SQLite writes nothing until its first table)
     with open(path, "rb") as fh:
         head = fh.read(16)
     if head != SQLITE_MAGIC:
@@ -175,7 +197,7 @@ class Store:
             return ok
         last = self.con.execute("SELECT job_key, status FROM attempts a WHERE id = (SELECT MAX(id) FROM attempts "
                                 "WHERE job_key = a.job_key AND status != 'running')").fetchall()
-        return ok | {k for k, s in last if s in ("failed", "timeout", "oom")}
+        return ok | {k for k, s in last if s in FAILURES}
 
     def _add_job(self, job: Job) -> None:
         self.con.execute(
@@ -185,17 +207,23 @@ class Store:
              job.valuer.name, job.valuer.label, job.seed, job.mode, job.device, time.time()),
         )
 
-    def claim(self, job: Job, provenance: dict[str, Any], owner: str) -> int | None:
-        """Atomically take ``job`` for this run: None if it is finished or held by a live run
-        (another ``valbench run`` on this store), else a new running attempt. Attempts of a
-        run that died (its heartbeat older than LEASE_S, or its process gone on this host)
-        become 'interrupted' and the job is taken again."""
+    def claim(self, job: Job, provenance: dict[str, Any], owner: str, retry_failed: bool = False,
+              since: float = 0.0) -> int | None:
+        """Atomically take ``job`` for this run: None if it is finished, held by a live run
+        (another ``valbench run`` on this store), or its last attempt failed (unless
+        ``retry_failed``; then unless another run retried it after ``since``, this run's
+        start); else a new running attempt. Attempts of a run that died (its heartbeat older
+        than LEASE_S, or its process gone on this host) become 'interrupted' and the job is
+        taken again."""
         now = time.time()
         self.con.execute("BEGIN IMMEDIATE")  # one writer at a time: two runs cannot both take a job
         try:
-            rows = self.con.execute("SELECT status, owner, COALESCE(heartbeat, started) FROM attempts "
-                                    "WHERE job_key=? AND status IN ('ok', 'running')", (job.key,)).fetchall()
-            if any(s == "ok" or (s == "running" and _alive(o, hb, now)) for s, o, hb in rows):
+            rows = self.con.execute("SELECT status, owner, COALESCE(heartbeat, started), started FROM attempts "
+                                    "WHERE job_key=? ORDER BY id", (job.key,)).fetchall()
+            ended = [(s, st) for s, _, _, st in rows if s not in ("running", "interrupted")]
+            failed_last = bool(ended) and ended[-1][0] in FAILURES
+            if (any(s == "ok" or (s == "running" and _alive(o, hb, now)) for s, o, hb, _ in rows)
+                    or (failed_last and (not retry_failed or ended[-1][1] >= since))):
                 self.con.rollback()
                 return None
             self.con.execute("UPDATE attempts SET status='interrupted', finished=?, error='its run stopped before "
