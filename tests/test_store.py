@@ -466,3 +466,17 @@ def test_a_store_being_created_is_not_refused(tmp_path):
 
     (tmp_path / "new.sqlite").touch()  # what sqlite3.connect leaves before its first table
     check_store_path(tmp_path / "new.sqlite")
+
+
+def test_planning_and_claiming_agree_on_a_failure_followed_by_an_interruption(registry, tmp_path):
+    """An interrupted attempt is no verdict: the job's last verdict stays 'failed' for both."""
+    from valbench.store import run_owner
+    from valbench.types import JobResult
+
+    (job,) = _jobs(registry)
+    with Store(tmp_path / "r.sqlite") as store:
+        store.finish_attempt(store.claim(job, {}, run_owner()), JobResult(job.key, "failed", error="boom"))
+        attempt = store.claim(job, {}, run_owner(), retry_failed=True, since=0.0 + 1e12)
+        store.interrupt([attempt])
+        assert job.key in store.done_keys(failed=True)
+        assert store.claim(job, {}, run_owner()) is None

@@ -83,9 +83,9 @@ def pending(exp: Experiment, results: str | Path, registry: Registry, device: st
     """(every job, the jobs a run would do, the keys it would skip), reading the store at
     ``results`` without changing it (``valbench run --dry-run``)."""
     path = Path(results)
-    check_store_path(path)
+    check_store_path(path)  # also for a path that does not exist yet: a folder, say, is refused here
     skip: set[str] = set()
-    if path.exists():
+    if path.is_file():
         with Store(path, readonly=True, snapshot=True) as existing:  # leaves no side files if planning fails
             skip = existing.done_keys(failed=not retry_failed)
     jobs = expand(exp, registry, resolve_device(device))
@@ -101,8 +101,9 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
 
     ``workers`` 0 runs the jobs in this process (no limits; for debugging and tests); N > 0
     in N worker processes, each job stopped past ``timeout`` seconds or ``memory_limit``
-    resident bytes; with ``executor="ray"``, as N Ray tasks at a time (valbench.ray_executor). If the run is interrupted (an exception, SIGINT, SIGTERM), the workers
-    are stopped and the attempts in progress are recorded as 'interrupted'. Jobs whose last
+    resident bytes; with ``executor="ray"``, as N Ray tasks at a time (valbench.ray_executor).
+    If the run is interrupted (an exception, SIGINT, SIGTERM), the workers are stopped and
+    the attempts in progress are recorded as 'interrupted'. Jobs whose last
     attempt failed (or hit a limit) run again only with ``retry_failed`` (a deterministic
     failure would only fail again)."""
     registry = registry or build_registry()
@@ -124,8 +125,8 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
 
 
 def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache: CellCache, pool: object | None,
-         progress: Progress | None, on_plan: Callable[[int, int], None] | None, retry_failed: bool = False,
-         since: float = 0.0) -> RunSummary:
+         progress: Progress | None, on_plan: Callable[[int, int], None] | None, retry_failed: bool,
+         since: float) -> RunSummary:
     with Store(path) as store, _Heartbeat(path) as beat:
         if on_plan:
             on_plan(len(jobs), len(jobs) - len(todo))

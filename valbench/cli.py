@@ -9,6 +9,7 @@ import threading
 from typing import Any, Sequence
 
 from valbench.errors import ValbenchError
+from valbench.types import KINDS
 
 EXAMPLE = "valbench run --valuers random --datasets adult --corruptions labels,features --seeds 5 --results runs/demo.sqlite"
 
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run every conformance check of valbench.testing on one registered plugin "
                                    "(with its test_params). Exit 0 if none fails, 1 otherwise.")
     c.add_argument("name", help="the plugin's name, e.g. knn-shapley")
-    c.add_argument("--kind", choices=["dataset", "corruption", "valuer", "metric"],
+    c.add_argument("--kind", choices=KINDS,
                    help="needed only when several kinds have a plugin of that name")
     return p
 
@@ -198,8 +199,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from valbench.testing import FAILED, XPASS, check_plugin
 
     registry = _registry()
-    kinds = [args.kind] if args.kind else [k for k in ("dataset", "corruption", "valuer", "metric")
-                                           if args.name in registry.names(k)]
+    kinds = [args.kind] if args.kind else [k for k in KINDS if args.name in registry.names(k)]
     if len(kinds) > 1:
         raise PluginError(f"'{args.name}' names a plugin of each kind {', '.join(kinds)}; choose one with --kind")
     if not kinds:

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 from valbench.plugins import option
 from valbench.runner import CellCache, run_job
+from valbench.timing import status_bytes
 from valbench.types import Job, JobResult
 
 Started = Callable[[Job], bool]  # claims the job; False: skip it (finished or taken by another run)
@@ -89,24 +90,12 @@ def job_timeout(job: Job, timeout: float | None) -> float | None:
     return timeout if timeout is not None else option(job.valuer, "timeout")
 
 
-def _rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 @dataclass
 class _Slot:
     process: mp.process.BaseProcess
     conn: Connection
     job: Job | None = None
     since: float = field(default_factory=time.monotonic)
-    peak: int = 0
 
 
 class WorkerPool:
@@ -183,7 +172,7 @@ class WorkerPool:
             slot = self.slots[i]
             try:
                 slot.conn.send(job)
-                slot.job, slot.since, slot.peak = job, time.monotonic(), 0
+                slot.job, slot.since = job, time.monotonic()
                 return
             except (BrokenPipeError, EOFError, OSError):
                 self._replace(slot)
@@ -205,9 +194,8 @@ class WorkerPool:
             self._replace(slot)
             return JobResult(job.key, "failed", error=f"its worker process died ({how}) after {elapsed:.1f} s: "
                                                        "the valuer crashed it or the system killed it for memory")
-        rss = _rss_bytes(slot.process.pid) if self.memory_limit is not None else None
+        rss = status_bytes("VmRSS", slot.process.pid) if self.memory_limit is not None else None
         if rss is not None:
-            slot.peak = max(slot.peak, rss)
             if rss > self.memory_limit:
                 self._replace(slot)
                 return JobResult(job.key, "oom", error=f"stopped at {rss / 2**30:.2f} GiB resident: past the "

@@ -118,6 +118,7 @@ class CellCache:
     def __init__(self) -> None:
         self._splits: dict[tuple, Splits] = {}
         self._cells: dict[tuple, PreparedCell] = {}
+        self.scorable: set[tuple] = set()  # (cell, metric) pairs whose truth precheck found scorable
 
     def splits(self, job: Job) -> Splits:
         k = (job.dataset.name, job.dataset.params, job.seed)
@@ -193,13 +194,15 @@ def precheck(job: Job, cache: CellCache) -> None:
     optional ``check(task)`` (data-dependent checks such as k <= n) passes; each failure is
     a one-line error."""
     cell = cache.cell(job)
-    probe = rng(job.seed, "metric-probe").standard_normal(len(cell.source))
     for m in job.metrics:  # a truth the metrics cannot score would fail every job after its valuer ran
+        if (job.cell, m.label) in cache.scorable:  # once per cell, not once per valuer
+            continue
         try:
-            m.build().score(readonly(probe), cell.truth)
+            m.build().score(readonly(rng(job.seed, "metric-probe").standard_normal(len(cell.source))), cell.truth)
         except Exception as exc:
             raise DataError(f"corruption '{job.corruption.label}' on {job.dataset.label} (seed {job.seed}) gives a "
                             f"truth that metric '{m.label}' cannot score: {exc}") from None
+        cache.scorable.add((job.cell, m.label))
     required = option(job.valuer, "requires_annotations")
     have = cell.source_annotations
     lacking = [n for n in required if n not in have]

@@ -138,19 +138,10 @@ def check_store_path(path: Path) -> None:
     if path.stat().st_size == 0:
         return  # an empty file is a new store (SQLite writes nothing until its first table)
     with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head != SQLITE_MAGIC:
-        raise StoreError(f"results path {path} exists and is not a valbench store (not an SQLite file); nothing was changed")
-    try:
-        con = connect_readonly(path, snapshot=True)
-        try:
-            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError:
-        row = None
-    if not row or row[0] != SCHEMA:
-        raise StoreError(f"results path {path} is an SQLite file but not a valbench store; nothing was changed")
+        if fh.read(16) != SQLITE_MAGIC:
+            raise StoreError(f"results path {path} exists and is not a valbench store (not an SQLite file); "
+                             "nothing was changed")
+    raise StoreError(f"results path {path} is an SQLite file but not a valbench store; nothing was changed")
 
 
 class Store:
@@ -196,7 +187,7 @@ class Store:
         if not failed:
             return ok
         last = self.con.execute("SELECT job_key, status FROM attempts a WHERE id = (SELECT MAX(id) FROM attempts "
-                                "WHERE job_key = a.job_key AND status != 'running')").fetchall()
+                                "WHERE job_key = a.job_key AND status NOT IN ('running', 'interrupted'))").fetchall()
         return ok | {k for k, s in last if s in FAILURES}
 
     def _add_job(self, job: Job) -> None:

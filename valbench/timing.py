@@ -13,9 +13,10 @@ import torch
 from valbench.types import Timing
 
 
-def _status_kb(field: str) -> int | None:
+def status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A memory field of /proc/<pid>/status (VmRSS, VmHWM) in bytes; None where unreadable."""
     try:
-        with open("/proc/self/status") as fh:
+        with open(f"/proc/{pid}/status") as fh:
             for line in fh:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
@@ -40,12 +41,12 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, Timing]:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     can_reset = _reset_peak_rss()
-    base = _status_kb("VmRSS")
+    base = status_bytes("VmRSS")
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
     if cuda:
         torch.cuda.synchronize()
     t1, c1 = time.perf_counter(), time.process_time()
-    peak = _status_kb("VmHWM") if can_reset else None
+    peak = status_bytes("VmHWM") if can_reset else None
     dev_peak = int(torch.cuda.max_memory_allocated()) if cuda else None
     return out, Timing(t1 - t0, c1 - c0, peak, base, dev_peak, torch.get_num_threads())
