@@ -218,7 +218,7 @@ def test_a_version_1_store_is_migrated_on_open(tmp_path):
     with Store(path) as store:
         columns = {r[1] for r in store.con.execute("PRAGMA table_info(attempts)")}
         version = store.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert {"owner", "heartbeat", "traceback"} <= columns and version == "2"
+    assert {"owner", "heartbeat", "traceback", "metric_s"} <= columns and version == "3"
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Callable
 
 from valbench.executors import SerialExecutor, WorkerPool
 from valbench.grid import Experiment, expand, resolve_device
-from valbench.plugins import Registry, build_registry
+from valbench.plugins import Registry, build_registry, option
 from valbench.provenance import provenance
 from valbench.runner import CellCache, precheck
 from valbench.types import Job, JobResult
@@ -92,6 +92,13 @@ def pending(exp: Experiment, results: str | Path, registry: Registry, device: st
     return jobs, [j for j in jobs if j.key not in skip], skip
 
 
+def metric_rows(jobs: list[Job]) -> list[tuple]:
+    """(label, name, higher_is_better, paper_table, truth_kind) of every metric the jobs score."""
+    seen = {m.label: m for job in jobs for m in job.metrics}
+    return [(label, m.name, bool(option(m, "higher_is_better")), option(m, "paper_table"), option(m, "truth_kind"))
+            for label, m in seen.items()]
+
+
 def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: int = 0,
         timeout: float | None = None, memory_limit: int | None = None, retry_failed: bool = False,
         executor: str = "local",
@@ -130,6 +137,7 @@ def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache
     with Store(path) as store, _Heartbeat(path) as beat:
         if on_plan:
             on_plan(len(jobs), len(jobs) - len(todo))
+        store.record_metrics(metric_rows(jobs))
         prov, owner = provenance(jobs[0].device), run_owner()
         attempts: dict[str, int] = {}
         elsewhere = 0

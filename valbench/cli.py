@@ -146,7 +146,7 @@ class _Progress:
 
     def update(self, job: Any, result: Any) -> None:
         self.done += 1
-        scores = " ".join(f"{k}={v:.3f}" for k, v in result.scores.items())
+        scores = " ".join(f"{k}={v:.3f}" for k, v in result.scores.items() if ":" not in k)  # curves: see the store
         wall = f"{result.timing.wall_s:.2f}s" if result.timing else "-"
         status = result.status if result.status == "ok" else f"{result.status.upper()}: {result.error}"
         if result.status != "ok":

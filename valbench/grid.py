@@ -139,6 +139,12 @@ def _unique(items: list[PluginConfig]) -> list[PluginConfig]:
     return list(seen.values())
 
 
+def scores(metric: PluginConfig, corruption: PluginConfig) -> bool:
+    """Whether ``metric`` can score cells of ``corruption`` (a None truth kind: any truth)."""
+    kind = option(metric, "truth_kind")
+    return kind is None or kind == option(corruption, "truth_kind")
+
+
 def expand(exp: Experiment, registry: Registry, device: str) -> list[Job]:
     """Resolve every spec (raising ConfigError before any work) and build the jobs."""
     datasets = _unique([resolve(registry, "dataset", s) for s in exp.datasets])
@@ -146,20 +152,22 @@ def expand(exp: Experiment, registry: Registry, device: str) -> list[Job]:
     valuers = _unique([resolve(registry, "valuer", s) for s in exp.valuers])
     if exp.metrics:
         metrics = _unique([resolve(registry, "metric", s) for s in exp.metrics])
-    else:
-        metrics = [resolve(registry, "metric", n) for n in registry.names("metric")]
+    else:  # every metric meant to run unasked (costly ones, such as filtering, must be named)
+        metrics = [m for m in (resolve(registry, "metric", n) for n in registry.names("metric"))
+                   if option(m, "by_default")]
     if exp.mode == "unsupervised":
         for r in [*corruptions, *valuers]:
             if option(r, "supervised_only"):
                 raise ConfigError(f"{r.kind} '{r.name}' needs labels and cannot run in unsupervised mode")
     for c in corruptions:
-        if not any(option(m, "truth_kind") == option(c, "truth_kind") for m in metrics):
-            raise ConfigError(f"no metric scores corruption '{c.name}' (truth kind '{option(c, 'truth_kind')}')")
+        if not any(scores(m, c) for m in metrics):
+            hint = " (name one with --metrics, e.g. filtering)" if not exp.metrics else ""
+            raise ConfigError(f"no metric scores corruption '{c.name}' (truth kind '{option(c, 'truth_kind')}'){hint}")
     fingerprints = {d.params + (d.name,): d.build().fingerprint() for d in datasets}
     jobs = []
     for d in datasets:
         for c in corruptions:
-            fitting = tuple(m for m in metrics if option(m, "truth_kind") == option(c, "truth_kind"))
+            fitting = tuple(m for m in metrics if scores(m, c))
             for v in valuers:
                 for seed in exp.seeds:
                     jobs.append(Job(d, c, v, fitting, seed, exp.mode, device, fingerprints[d.params + (d.name,)]))

@@ -17,7 +17,7 @@ from valbench.store import Store, open_existing
 
 ATTEMPT_COLUMNS = ("job_key", "status", "started", "finished", "wall_s", "cpu_s", "peak_rss_bytes", "base_rss_bytes",
                    "peak_device_bytes", "threads", "fits", "stopped_early", "info", "error", "provenance",
-                   "owner", "heartbeat", "traceback")
+                   "owner", "heartbeat", "traceback", "metric_s")
 
 
 def merge(inputs: Sequence[str | Path], output: str | Path) -> tuple[int, int]:
@@ -56,6 +56,8 @@ def merge(inputs: Sequence[str | Path], output: str | Path) -> tuple[int, int]:
                     target.con.executemany("INSERT INTO scores VALUES (?,?,?)", [
                         (new_id, m, v) for m, v in src.con.execute(
                             "SELECT metric, value FROM scores WHERE attempt_id=?", (old_id,)).fetchall()])
+            for src in sources:  # the metrics' orientation, for reports of the merged store
+                target.record_metrics([tuple(r) for r in src.metrics().itertuples(index=False, name=None)])
             target.con.commit()
             jobs = target.con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
             attempts = target.con.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]

@@ -7,6 +7,7 @@ timed. A valuer that raises or breaks its promise gives a failed result, not a c
 from __future__ import annotations
 
 import dataclasses
+import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
@@ -195,8 +196,8 @@ def precheck(job: Job, cache: CellCache) -> None:
     a one-line error."""
     cell = cache.cell(job)
     for m in job.metrics:  # a truth the metrics cannot score would fail every job after its valuer ran
-        if (job.cell, m.label) in cache.scorable:  # once per cell, not once per valuer
-            continue
+        if (job.cell, m.label) in cache.scorable or option(m, "truth_kind") is None:  # once per cell; task
+            continue  # metrics (filtering) do not read the truth, and probing them would retrain models
         try:
             m.build().score(readonly(rng(job.seed, "metric-probe").standard_normal(len(cell.source))), cell.truth)
         except Exception as exc:
@@ -228,18 +229,40 @@ def run_job(job: Job, cache: CellCache) -> JobResult:
         np.random.seed(derive_seed(job.seed, "global") % 2**32)
         out, timing = timed(lambda: valuer.value(task), job.device)
         valuation = as_valuation(out, len(cell.source))
-        scores = {}
-        for m in job.metrics:
-            try:
-                scores[m.label] = float(m.build().score(valuation.values, cell.truth))
-            except Exception as exc:
-                raise ValuationError(f"metric '{m.label}' failed: {exc}") from exc
+        clock = time.perf_counter()
+        scores = score_all(job, cell, task, readonly(valuation.values))
+        metric_s = time.perf_counter() - clock
     except Exception as exc:  # isolation: the grid goes on
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return _unless_changed(job, cache, cell, JobResult(job.key, "failed", truth=cell.truth, timing=timing,
                                                            error=detail, traceback=traceback.format_exc()))
     return _unless_changed(job, cache, cell, JobResult(job.key, "ok", valuation.values, cell.truth, scores, timing,
-                                                       valuation.fits, valuation.stopped_early, dict(valuation.info)))
+                                                       valuation.fits, valuation.stopped_early, dict(valuation.info),
+                                                       metric_s=metric_s))
+
+
+def score_all(job: Job, cell: PreparedCell, task: ValuationTask, values: np.ndarray) -> dict[str, float]:
+    """Every metric's score(s) of ``values``: a float under the metric's label, or a mapping
+    of named floats (a curve) under '<label>:<name>'. Task metrics also get the task and
+    the test split, with the global generators reset so that their retrains are seeded."""
+    scores: dict[str, float] = {}
+    for m in job.metrics:
+        try:
+            metric = m.build()
+            if option(m, "uses_task"):
+                torch.manual_seed(derive_seed(job.seed, "metric", m.name))
+                out = metric.score(values, cell.truth, task=task, test=cell.test)
+            else:
+                out = metric.score(values, cell.truth)
+            named = {m.label: out} if not isinstance(out, Mapping) else {f"{m.label}:{k}": v for k, v in out.items()}
+            for name, value in named.items():
+                value = float(value)
+                if not np.isfinite(value):
+                    raise ValueError(f"score '{name}' is {value}, not a finite number")
+                scores[name] = value
+        except Exception as exc:
+            raise ValuationError(f"metric '{m.label}' failed: {exc}") from exc
+    return scores
 
 
 def _unless_changed(job: Job, cache: CellCache, cell: PreparedCell, result: JobResult) -> JobResult:

@@ -25,7 +25,8 @@ from valbench.errors import StoreError
 from valbench.types import Job, JobResult
 
 SCHEMA = "valbench-results"
-SCHEMA_VERSION = "2"  # 2: attempts carry their run's owner and heartbeat (claims) and a failure's traceback
+SCHEMA_VERSION = "3"  # 2: attempts carry their run's owner and heartbeat (claims) and a failure's traceback;
+# 3: attempts carry the scoring time (metric_s); the metrics table records each metric's orientation
 FAILURES = ("failed", "timeout", "oom")  # ends of an attempt that a rerun does not repeat unless asked
 LEASE_S = 60.0  # a running attempt whose heartbeat is older than this belongs to a run that died
 HEARTBEAT_S = 10.0  # how often a run renews the heartbeat of the attempts it holds
@@ -46,9 +47,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     wall_s REAL, cpu_s REAL, peak_rss_bytes INTEGER, base_rss_bytes INTEGER,
     peak_device_bytes INTEGER, threads INTEGER,
     fits INTEGER, stopped_early INTEGER, info TEXT, error TEXT, provenance TEXT, values_file TEXT,
-    owner TEXT, heartbeat REAL, traceback TEXT
+    owner TEXT, heartbeat REAL, traceback TEXT, metric_s REAL
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_key, status);
+CREATE TABLE IF NOT EXISTS metrics (
+    label TEXT PRIMARY KEY, name TEXT NOT NULL, higher_is_better INTEGER NOT NULL, paper_table INTEGER,
+    truth_kind TEXT
+);
 CREATE TABLE IF NOT EXISTS scores (
     attempt_id INTEGER NOT NULL REFERENCES attempts(id), metric TEXT NOT NULL, value REAL,
     PRIMARY KEY (attempt_id, metric)
@@ -164,7 +169,8 @@ class Store:
         with self.con:
             self.con.executescript(DDL)
             have = {r[1] for r in self.con.execute("PRAGMA table_info(attempts)")}
-            for column, kind in (("owner", "TEXT"), ("heartbeat", "REAL"), ("traceback", "TEXT")):  # version 1
+            for column, kind in (("owner", "TEXT"), ("heartbeat", "REAL"), ("traceback", "TEXT"),  # version 1
+                                 ("metric_s", "REAL")):  # version 2
                 if column not in have:
                     self.con.execute(f"ALTER TABLE attempts ADD COLUMN {column} {kind}")
             self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
@@ -249,15 +255,28 @@ class Store:
             self.con.execute(
                 """UPDATE attempts SET status=?, finished=?, wall_s=?, cpu_s=?, peak_rss_bytes=?, base_rss_bytes=?,
                    peak_device_bytes=?, threads=?, fits=?, stopped_early=?, info=?, error=?, values_file=?,
-                   traceback=? WHERE id=? AND status='running'""",
+                   traceback=?, metric_s=? WHERE id=? AND status='running'""",
                 (result.status, time.time(), t.get("wall_s"), t.get("cpu_s"), t.get("peak_rss_bytes"),
                  t.get("base_rss_bytes"), t.get("peak_device_bytes"), t.get("threads"), result.fits,
                  int(result.stopped_early), json.dumps(result.info, sort_keys=True, default=str), result.error,
-                 values_file, result.traceback, attempt_id),
+                 values_file, result.traceback, result.metric_s, attempt_id),
             )
             self.con.executemany(
                 "INSERT INTO scores VALUES (?,?,?)", [(attempt_id, m, v) for m, v in result.scores.items()]
             )
+
+    def record_metrics(self, rows: list[tuple[str, str, bool, int | None, str | None]]) -> None:
+        """What tables need to know of each metric (label, name, higher_is_better,
+        paper_table, truth_kind), recorded at run time so that reports need no plugin."""
+        with self.con:
+            self.con.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)",
+                                 [(a, b, int(c), d, e) for a, b, c, d, e in rows])
+
+    def metrics(self) -> pd.DataFrame:
+        """The metrics recorded by runs (empty for a store written before schema 3)."""
+        if not self.con.execute("SELECT 1 FROM sqlite_master WHERE name='metrics'").fetchone():
+            return pd.DataFrame(columns=["label", "name", "higher_is_better", "paper_table", "truth_kind"])
+        return pd.read_sql_query("SELECT * FROM metrics ORDER BY label", self.con)
 
     # -- reading -------------------------------------------------------------------
     def results(self) -> pd.DataFrame:
@@ -265,11 +284,13 @@ class Store:
         q = """
         SELECT j.key, j.dataset, j.dataset_label, j.corruption, j.corruption_label, j.valuer,
                j.valuer_label, j.seed, j.mode, j.device, a.id AS attempt, a.wall_s, a.cpu_s,
-               a.peak_rss_bytes, a.base_rss_bytes, a.peak_device_bytes, a.fits, a.stopped_early, a.values_file
+               a.peak_rss_bytes, a.base_rss_bytes, a.peak_device_bytes, a.fits, a.stopped_early, a.values_file,
+               {metric_s} AS metric_s
         FROM jobs j JOIN attempts a ON a.job_key = j.key
         WHERE a.id = (SELECT MAX(id) FROM attempts WHERE job_key = j.key AND status = 'ok')
         """
-        df = pd.read_sql_query(q, self.con)
+        have = {r[1] for r in self.con.execute("PRAGMA table_info(attempts)")}  # a read-only older store
+        df = pd.read_sql_query(q.format(metric_s="a.metric_s" if "metric_s" in have else "NULL"), self.con)
         scores = pd.read_sql_query("SELECT attempt_id AS attempt, metric, value FROM scores", self.con)
         if len(scores):
             wide = scores.pivot(index="attempt", columns="metric", values="value").reset_index()

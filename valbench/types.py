@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol, TypeVar, Union
 import numpy as np
 
 Scalar = Union[bool, int, float, str, None]  # the types a plugin parameter may have
-TruthKind = Literal["mask", "noise"]
+TruthKind = Literal["mask", "noise", "none"]
 Mode = Literal["supervised", "unsupervised"]
 # How a learner is judged on the target set: AUROC (binary), accuracy (multi-class),
 # variance-weighted R^2 (reconstruction). valbench.training.scoring computes them.
@@ -129,6 +129,8 @@ class Truth:
 
     kind "mask": values[i] = 1 if source sample i was corrupted, else 0 (int8).
     kind "noise": values[i] = the noise rate phi_i applied to source sample i (float).
+    kind "none": nothing was corrupted (values all 0); only task metrics such as
+    filtering score such a cell.
     """
 
     kind: TruthKind
@@ -237,7 +239,7 @@ class Encoder(Protocol):
 
 class Corruption(Plugin, Protocol):
     truth_kind: TruthKind
-    """what the truth records: "mask" (which samples) or "noise" (how much)."""
+    """what the truth records: "mask" (which samples), "noise" (how much) or "none"."""
     supervised_only: bool = False
     """needs labels: refused in unsupervised mode."""
 
@@ -267,16 +269,23 @@ class Valuer(Plugin, Protocol):
 
 
 class Metric(Plugin, Protocol):
-    truth_kind: TruthKind
-    """the truth it scores against."""
+    truth_kind: TruthKind | None
+    """the truth it scores against; None: any (it reads the task, not the truth)."""
     higher_is_better: bool
     """orientation of the score, used by tables to pick the best cell."""
     paper_table: Literal[1, 2] | None = None
     """1 or 2: the paper's table this score fills (None: none)."""
+    by_default: bool = True
+    """scored when a run names no metrics (False for costly ones such as filtering)."""
+    uses_task: bool = False
+    """True: ``score`` is also handed ``task=`` (the ValuationTask) and ``test=`` (the
+    held-out test Split), for metrics that retrain the task's learner. Its time is
+    recorded apart from the valuation's."""
 
-    def score(self, values: np.ndarray, truth: Truth) -> float:
+    def score(self, values: np.ndarray, truth: Truth) -> float | Mapping[str, float]:
         """How well ``values`` recover ``truth``: LOW values should mark corrupted (mask) or
-        noisy (noise) samples, since a valuer ranks useful samples high. A finite float."""
+        noisy (noise) samples, since a valuer ranks useful samples high. A finite float, or
+        several named ones (a curve: each stored as '<metric label>:<name>')."""
         ...
 
 
@@ -374,3 +383,4 @@ class JobResult:
     info: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None  # one line, for the terminal
     traceback: str | None = None  # the whole story, kept in the store for the plugin's author
+    metric_s: float | None = None  # wall clock of scoring (filtering retrains), apart from timing

@@ -1,7 +1,7 @@
 """The dataset, corruption and metric checks."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -136,32 +136,60 @@ def corruption_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[
 def metric_checks(cls: type, params: dict[str, Any]) -> dict[str, Callable[[], None]]:
     g = rng(0, "conformance-metric")
     n = 60
-    if cls.truth_kind == "mask":
-        truth = Truth("mask", (np.arange(n) % 5 == 0).astype(np.int8))
-    else:
+    kind = getattr(cls, "truth_kind", None)
+    uses_task = bool(option(info_of(cls, "metric"), "uses_task"))
+    task = test = None
+    if uses_task:  # a small easy task: its flipped labels are the truth a good ranking finds
+        task, mask = easy_task(n_source=n, n_target=40)
+        test, _ = easy_task(seed=1, n_source=40, n_target=2)
+        test = test.target
+        truth = Truth("mask", mask)
+    elif kind == "noise":
         truth = Truth("noise", g.uniform(0, 3, n))
+    else:
+        truth = Truth(kind or "mask", (np.arange(n) % 5 == 0).astype(np.int8))
     perfect = -np.asarray(truth.values, dtype=np.float64)  # low value = corrupted or noisy: the ideal answer
 
-    def score(values: np.ndarray) -> float:
-        out = build(cls, params).score(readonly(values), Truth(truth.kind, readonly(truth.values)))
-        assert isinstance(out, (float, np.floating)) and np.isfinite(out), (
-            f"{cls.name}: score() must return a finite float, got {out!r}")
-        return float(out)
+    def score(values: np.ndarray) -> dict[str, float]:
+        metric = build(cls, params)
+        args = (readonly(values), Truth(truth.kind, readonly(truth.values)))
+        out = metric.score(*args, task=task, test=test) if uses_task else metric.score(*args)
+        named = out if isinstance(out, Mapping) else {"": out}
+        assert named and all(isinstance(k, str) for k in named), (
+            f"{cls.name}: score() must return a finite float or a non-empty mapping of names to floats, got {out!r}")
+        for k, v in named.items():
+            assert isinstance(v, (float, np.floating)) and np.isfinite(v), (
+                f"{cls.name}: score() must return finite floats, got {k or 'the score'} = {v!r}")
+        return {k: float(v) for k, v in named.items()}
 
     def orientation_and_extremes() -> None:
+        if uses_task:
+            raise Skip("uses_task: what a task metric measures depends on the models it trains; test it on "
+                       "a task of your own")
         best, worst = score(perfect + 1e-9 * np.arange(n)), score(-perfect + 1e-9 * np.arange(n))
         randoms = [score(g.standard_normal(n)) for _ in range(10)]
         sign = 1 if cls.higher_is_better else -1
-        assert sign * (best - worst) > 0, (
-            f"{cls.name}: ideal values score {best:.3f} and reversed ones {worst:.3f}; with higher_is_better="
+        assert best.keys() == worst.keys() and any(sign * (best[k] - worst[k]) > 0 for k in best), (
+            f"{cls.name}: ideal values score {best} and reversed ones {worst}; with higher_is_better="
             f"{cls.higher_is_better} the ideal must score {'higher' if sign > 0 else 'lower'}")
-        assert all(sign * (best - r) >= 0 and sign * (r - worst) >= 0 for r in randoms), (
-            f"{cls.name}: random values scored outside [reversed, ideal] = [{worst:.3f}, {best:.3f}]: {randoms}")
+        for k in best:  # each number of a curve lies between the reversed and the ideal ranking
+            assert all(sign * (best[k] - r[k]) >= -1e-12 and sign * (r[k] - worst[k]) >= -1e-12 for r in randoms), (
+                f"{cls.name}: random values scored {k or 'the score'} outside [reversed, ideal] = "
+                f"[{worst[k]:.3f}, {best[k]:.3f}]: {[r[k] for r in randoms]}")
 
     def deterministic_and_pure() -> None:
         values = g.standard_normal(n)
         before = values.copy()
-        assert score(values) == score(values), f"{cls.name}: two calls with the same values scored differently"
+        if uses_task:  # the harness seeds torch before each call; so does the check
+            import torch
+
+            torch.manual_seed(0)
+            first = score(values)
+            torch.manual_seed(0)
+            second = score(values)
+        else:
+            first, second = score(values), score(values)
+        assert first == second, f"{cls.name}: two calls with the same values scored differently"
         assert np.array_equal(values, before), f"{cls.name}: score() changed its input"
 
     return {"orientation-and-extremes": orientation_and_extremes, "deterministic-and-pure": deterministic_and_pure}
