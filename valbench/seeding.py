@@ -6,9 +6,12 @@ that every valuer in a cell sees identical data and the same initial weights.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only when a torch generator is asked for: reports run without it
+    import torch
 
 
 def derive_seed(seed: int, *labels: object) -> int:
@@ -22,8 +25,10 @@ def rng(seed: int, *labels: object) -> np.random.Generator:
     return np.random.default_rng(derive_seed(seed, *labels))
 
 
-def torch_generator(seed: int, *labels: object, device: str = "cpu") -> torch.Generator:
+def torch_generator(seed: int, *labels: object, device: str = "cpu") -> "torch.Generator":
     """A torch generator for the stream named by ``labels``."""
+    import torch
+
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, *labels))
     return g
