@@ -90,6 +90,7 @@ def specs_from(value: Any, what: str) -> tuple[PluginSpec, ...]:
 
 TOML_KEYS = {"datasets", "corruptions", "valuers", "metrics", "seeds", "mode", "device"}
 NOTE_KEYS = {"description", "paper"}  # a preset's notes (valbench.presets): read, never run
+PAPER_KEYS = {"valuer", "metric", "mean", "std", "minutes"}  # a [[paper]] entry: a published number
 COLLECTION_KEY = "presets"  # a file that names presets to run one after another (e.g. `preset show paper`)
 
 
@@ -112,8 +113,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(valid))}")
     if not isinstance(data.get("description", ""), str):
         raise ConfigError(f"{p}: description must be a string")
-    if not (isinstance(data.get("paper", []), list) and all(isinstance(e, dict) for e in data.get("paper", []))):
+    entries = data.get("paper", [])
+    if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
         raise ConfigError(f"{p}: paper must be an array of tables ([[paper]])")
+    for entry in entries:
+        unknown = sorted(set(entry) - PAPER_KEYS)
+        if unknown:
+            raise ConfigError(f"{p}: unknown key '{unknown[0]}' in a [[paper]] entry; valid keys: "
+                              f"{', '.join(sorted(PAPER_KEYS))}")
     if COLLECTION_KEY in data:
         names = data[COLLECTION_KEY]
         if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
