@@ -422,3 +422,23 @@ def test_a_run_says_where_its_results_went(capsys, tmp_path):
     assert rc == 0
     assert out.splitlines()[-1] == (f"results in {res}; print them with: valbench table 1 --results {res} "
                                     "(table 2: feature noise, table 3: runtime)")
+
+
+def test_a_preset_run_stores_the_published_numbers_beside_its_cells(capsys, tmp_path):
+    """`valbench table` puts the paper's value beside ours for a preset's cells (one real,
+    small run: random on exp1's data, one seed, no filtering)."""
+    res = str(tmp_path / "r.sqlite")
+    rc, out, err = run_cli(capsys, "run", "--preset", "exp1", "--valuers", "random", "--seeds", "1", "--metrics",
+                           "corruption-auroc", "--in-process", "--results", res)
+    assert rc == 0, err
+    rc, out, _ = run_cli(capsys, "table", "1", "--results", res)
+    assert rc == 0 and "0.503 ± 0.050" in out
+    rc, out, _ = run_cli(capsys, "table", "3", "--results", res)
+    assert rc == 0 and "| 72 s " in out  # the paper's 1.2 minutes
+    rc, _, _ = run_cli(capsys, "run", "--preset", "exp1", "--valuers", "random", "--seeds", "1", "--metrics",
+                       "corruption-auroc", "--in-process", "--datasets", "adult[n_source=300]", "--results",
+                       str(tmp_path / "other.sqlite"))
+    from valbench.store import open_existing
+
+    with open_existing(tmp_path / "other.sqlite") as store:  # not the preset's data: no published numbers
+        assert store.paper().empty
