@@ -21,6 +21,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="valbench", description="Benchmark data valuation methods (DVGS and baselines).")
+    from valbench import __version__
+
+    p.add_argument("--version", action="version", version=f"valbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run every dataset x corruption x valuer x seed job not yet in the store",
