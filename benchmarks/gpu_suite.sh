@@ -29,6 +29,7 @@ DEVICE=${GPU_SUITE_DEVICE:-cuda}
 BUDGET=${GPU_SUITE_BUDGET_S:-390}
 RESERVE=20  # seconds kept back for the tables and the summary
 WORK=$(mktemp -d)  # the store and per-part logs live here; $OUT gets copies (no many-file folders in $OUT)
+trap 'rm -rf "$WORK"' EXIT
 STORE=$WORK/gpu-exp1.sqlite
 export PYTHONUNBUFFERED=1  # a part stopped at its limit still leaves its output in the log
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} VALBENCH_OFFLINE=1 VALBENCH_CACHE=$WORK/cache
