@@ -190,31 +190,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{name + ': ' if many else ''}{summary.jobs} jobs: {summary.ok} ok, {summary.failed} failed, "
               f"{summary.skipped} already in {args.results}{elsewhere}")
         failed += summary.failed
-        if name is not None and args.datasets is None and args.corruptions is None and args.mode is None:
-            _record_paper(name, args.results, registry)
     print(f"results in {args.results}; print them with: valbench table 1 --results {args.results} "
           "(table 2: feature noise, table 3: runtime)")
     return 1 if failed else 0
-
-
-def _record_paper(name: str, results: str, registry: Any) -> None:
-    """Store the published numbers of preset ``name`` beside its cells, for the tables'
-    paper column (only when the run used the preset's own data, corruption and mode)."""
-    from valbench import presets
-    from valbench.grid import specs_from
-    from valbench.params import parse_spec, resolve
-    from valbench.store import Store
-
-    rows = []
-    for e in presets.published(name):
-        for d in specs_from(e["datasets"], "datasets"):
-            for c in specs_from(e["corruptions"], "corruptions"):
-                rows.append((resolve(registry, "dataset", d).label, resolve(registry, "corruption", c).label,
-                             e["mode"], parse_spec(e["valuer"]).name, e["metric"], e.get("mean"), e.get("std"),
-                             e.get("minutes"), f"DVGS paper (valbench preset {name})"))
-    if rows:
-        with Store(results) as store:
-            store.record_paper(rows)
 
 
 def raise_config(message: str) -> None:
