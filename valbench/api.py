@@ -99,16 +99,15 @@ def metric_rows(jobs: list[Job]) -> list[tuple]:
             for label, m in seen.items()]
 
 
-def paper_rows(jobs: list[Job], registry: Registry) -> list[tuple]:
-    """The published numbers of every preset experiment that is one of the jobs' cells
-    (same dataset, corruption and mode labels; valuers matched by name, so a budgeted or
+def paper_rows(cells: set[tuple[str, str, str]], registry: Registry) -> list[tuple]:
+    """The published numbers of every preset experiment that is one of ``cells``
+    ((dataset label, corruption label, mode); valuers matched by name, so a budgeted or
     re-tuned valuer still sits beside the paper's): rows for Store.record_paper."""
     from valbench import presets
     from valbench.errors import ValbenchError
     from valbench.grid import specs_from
     from valbench.params import parse_spec, resolve
 
-    cells = {(j.dataset.label, j.corruption.label, j.mode) for j in jobs}
     rows = []
     for name in presets.names():
         if presets.members(name) != [name]:
@@ -163,7 +162,7 @@ def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache
         if on_plan:
             on_plan(len(jobs), len(jobs) - len(todo))
         store.record_metrics(metric_rows(jobs))
-        store.record_paper(paper_rows(jobs, registry))
+        store.record_paper(paper_rows({(j.dataset.label, j.corruption.label, j.mode) for j in jobs}, registry))
         prov, owner = provenance(jobs[0].device), run_owner()
         attempts: dict[str, int] = {}
         elsewhere = 0
