@@ -163,3 +163,14 @@ def test_real_lincs_store_with_apc_and_dvgs(tmp_path):
     result = draw_store(tmp_path / "r.sqlite", tmp_path / "out")
     _written(result, "fig5")
     _written(result, "fig7")
+
+
+def test_rows_without_status_columns_and_odd_parameter_values(tmp_path):
+    """Hand-made rows need only the labels and scores: missing status means ok; parameter values
+    that are None or lists do not break the grouping of Figure 8."""
+    df = _dvgs_rows().drop(columns=["status", "stopped_early", "values_file"])
+    df["valuer.parameters"] = [["a", "b"]] * len(df)
+    df.loc[df["seed"] == 1, "valuer.class_balance"] = None
+    result = draw(df, tmp_path, only=("fig6", "fig8"))
+    _written(result, "fig6")
+    _written(result, "fig8")

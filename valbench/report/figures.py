@@ -25,6 +25,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 NEED = "not in this store: needs "
 STAR = (" * = a budget stopped this valuer before it finished in at least one job: "
@@ -63,10 +64,10 @@ class _Jobs:
     corruption, the valuers' display names and styles."""
 
     def __init__(self, jobs: pd.DataFrame, values: Values | None, truth_kinds: Mapping[str, str] | None):
-        self.all = jobs.reset_index(drop=True)
+        defaults = {"status": "ok", "stopped_early": False, "values_file": None, "wall_s": np.nan}
+        self.all = jobs.reset_index(drop=True).assign(**{k: v for k, v in defaults.items() if k not in jobs})
         self.values = values
-        status = self.all["status"] if "status" in self.all else pd.Series("ok", index=self.all.index)
-        self.is_ok = status.eq("ok")
+        self.is_ok = self.all["status"].eq("ok")
         kinds = {label: kind for label, kind in (truth_kinds or {}).items() if kind}
         kinds.update({m: "mask" for m in MASK_METRICS if m not in kinds})
         kinds.update({m: "noise" for m in NOISE_METRICS if m not in kinds})
@@ -99,16 +100,13 @@ class _Jobs:
 
     def display(self, df: pd.DataFrame) -> tuple[dict[str, str], str]:
         """valuer label -> its name in the figure (with ' *' if a budget stopped it), and the star's note."""
-        stopped = set(df.loc[df["stopped_early"].fillna(False).astype(bool), "valuer_label"]) \
-            if "stopped_early" in df else set()
+        stopped = set(df.loc[df["stopped_early"].fillna(False).astype(bool), "valuer_label"])
         names = {v: v + (" *" if v in stopped else "") for v in df["valuer_label"].unique()}
         return names, STAR if stopped else ""
 
     def curves(self, df: pd.DataFrame) -> pd.DataFrame:
         """The filtering scores of ``df`` long: one row per job x direction x fraction."""
-        cols = [c for c in self.filtering if df[c].notna().any()]
-        if not cols:
-            return pd.DataFrame(columns=["key", "direction", "q", "score"])
+        cols = [c for c in self.filtering if df[c].notna().any()]  # some, as the figures check first
         long = df[cols].stack().rename("score")
         long = long.rename_axis(["row", "column"]).reset_index(level="column")
         long["direction"] = [self.filtering[c]["direction"] for c in long["column"]]
@@ -309,19 +307,35 @@ def _varying(df: pd.DataFrame, exclude: set[str]) -> list[str]:
     return [c for c in cands if c not in exclude and df[c].astype(str).nunique() > 1]
 
 
+def _minor(ax, v: float) -> str:
+    """Labels of a log axis's minor ticks: 2 and 5 of each decade, where the axis spans under two decades."""
+    lo, hi = ax.get_ylim()
+    lead = round(v / 10 ** np.floor(np.log10(v)), 6)
+    return f"{v:g}" if lo > 0 and np.log10(hi / lo) < 2 and lead in (2, 5) else ""
+
+
+def _natural(text: str) -> tuple:
+    """Sort key of a parameter value shown as text: numbers by value, before any text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def _series(df: pd.DataFrame, x: str) -> pd.DataFrame:
     """The jobs of the configurations (all else equal) that were run at two or more values of ``x``."""
     df = df.dropna(subset=[x])
     keys = _varying(df, {x})
-    if keys:
-        return df.groupby(keys, dropna=False).filter(lambda g: g[x].nunique() >= 2)
+    if keys:  # grouped by text: parameter values may be None, NaN or unhashable
+        return df.groupby([df[k].astype(str) for k in keys]).filter(lambda g: g[x].nunique() >= 2)
     return df if df[x].nunique() >= 2 else df.iloc[:0]
 
 
 def _lines(ax, df: pd.DataFrame, x: str, y: str) -> None:
     """One line per configuration, mean ± std over seeds, legend under the panel."""
     keys = _varying(df, {x})
-    groups = df.groupby(keys, dropna=False) if keys else [((), df)]
+    groups = list(df.groupby([df[k].astype(str) for k in keys])) if keys else [((), df)]
+    groups.sort(key=lambda kg: [_natural(v) for v in (kg[0] if isinstance(kg[0], tuple) else (kg[0],))])
     for i, (key, g) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         stats = g.groupby(x)[y].agg(["mean", "std"]).sort_index()
@@ -364,6 +378,8 @@ def _fig8(j: _Jobs) -> Figure | str:
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         if y == "wall_s":
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, not 5 x 10^-1
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _, ax=ax: _minor(ax, v)))
     fig.suptitle("Figure 8: DVGS scalability")
     stopped = STAR if df["stopped_early"].fillna(False).astype(bool).any() else ""
     _caption(fig, CAPTIONS["fig8"] + " Mean ± 1 std over seeds; lines are the configurations that vary "
