@@ -1,71 +1,118 @@
+import subprocess
+import sys
+
+import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import wilcoxon
 
-from valbench.report.tables import table
+from valbench.errors import StoreError
+from valbench.report.tables import rows, table
+
+METRICS = pd.DataFrame([("corruption-auroc", "corruption-auroc", 1, 1, "mask"),
+                        ("noise-spearman", "noise-spearman", 1, 2, "noise")],
+                       columns=["label", "name", "higher_is_better", "paper_table", "truth_kind"]).set_index("label")
+DVGS = [0.90, 0.92, 0.91, 0.95, 0.93]
+RANDOM = [0.50, 0.52, 0.47, 0.51, 0.49]
+PAPER = pd.DataFrame([("adult", "labels", "supervised", "dvgs", "corruption-auroc", 0.896, 0.030, 1.3, "DVGS paper exp1")],
+                     columns=["dataset_label", "corruption_label", "mode", "valuer", "metric", "mean", "std", "minutes",
+                              "source"])
+
+
+def job(dataset, valuer, seed, auroc, status="ok", wall=1.0, stopped=False, fits=None, label=None):
+    return dict(dataset_label=dataset, corruption_label="labels", mode="supervised", valuer=valuer,
+                valuer_label=label or valuer, seed=seed, status=status, wall_s=wall if status == "ok" else None,
+                metric_s=2.0 if status == "ok" else None, fits=fits, stopped_early=stopped,
+                **{"corruption-auroc": auroc if status == "ok" else None, "noise-spearman": None})
 
 
 def frame():
-    rows = []
-    for seed in range(3):
-        for valuer, auroc, t in (("dvgs", 0.9 + seed * 0.01, 60.0), ("random", 0.5, 0.1)):
-            rows.append(dict(dataset_label="adult", corruption_label="labels", valuer_label=valuer, seed=seed,
-                             mode="supervised", wall_s=t + seed, **{"corruption-auroc": auroc, "noise-spearman": None}))
-    rows.append(dict(dataset_label="blog", corruption_label="labels", valuer_label="random", seed=0,
-                     mode="supervised", wall_s=1.0, **{"corruption-auroc": 0.51, "noise-spearman": None}))
-    return pd.DataFrame(rows)
+    out = [job("adult", "dvgs", s, a, wall=60 + s, fits=3) for s, a in enumerate(DVGS)]
+    out += [job("adult", "random", s, a, wall=0.1) for s, a in enumerate(RANDOM)]
+    out += [job("blog", "random", 0, 0.51)]
+    return pd.DataFrame(out)
 
 
-def test_table1_layout_and_bold(registry):
-    out = table(frame(), 1, registry, "markdown")
-    lines = out.splitlines()
-    assert [c.strip() for c in lines[2].split("|")[1:-1]] == ["dataset", "n", "dvgs", "random"]
-    adult = next(l for l in lines if l.startswith("| adult"))
-    assert "**0.910 ± 0.008**" in adult and "0.500 ± 0.000" in adult and "**0.500" not in adult
-    blog = next(l for l in lines if l.startswith("| blog"))
-    assert "NA" in blog and "**0.510 ± 0.000**" in blog
+def line(text, *starts):
+    return next(x for x in text.splitlines() if x.startswith("| " + " | ".join(starts)) or
+                all(s in x for s in starts))
 
 
-def test_table3_fastest_is_bold_and_minutes_shown(registry):
-    out = table(frame(), 3, registry, "markdown")
-    adult = next(l for l in out.splitlines() if l.startswith("| adult"))
-    assert "**1.1 ± 0.82 s (0.02 min)**" in adult and "61 ± 0.82 s (1.02 min)" in adult
+def test_table1_long_layout_best_first_with_paper_and_wilcoxon():
+    out = table(frame(), 1, METRICS, "markdown", paper=PAPER)
+    header = [c.strip() for c in out.splitlines()[2].split("|")[1:-1]]
+    assert header == ["dataset", "valuer", "n", "score", "paper", "p", "note"]
+    lines = [x for x in out.splitlines() if x.startswith("| adult")]
+    assert "dvgs" in lines[0] and "random" in lines[1]  # best first
+    assert f"**{np.mean(DVGS):.3f} ± {np.std(DVGS):.3f}**" in lines[0] and "0.896 ± 0.030" in lines[0] and "best" in lines[0]
+    p = wilcoxon(DVGS, RANDOM).pvalue
+    assert f"{p:.3f}" in lines[1] and "**" not in lines[1]
+    blog = line(out, "blog")
+    assert "**0.510**" in blog and "±" not in blog  # one seed: no "± 0.000"
 
 
-def test_csv_and_latex_keep_layout(registry):
-    csv = table(frame(), 1, registry, "csv").splitlines()
-    assert csv[0] == "dataset,n,dvgs,random" and csv[1] == "adult,3,0.910 ± 0.008,0.500 ± 0.000"
-    tex = table(frame(), 1, registry, "latex")
-    assert r"\textbf{0.910 $\pm$ 0.008}" in tex and r"\begin{tabular}" in tex
+def test_csv_gives_numbers_in_their_own_columns():
+    csv = pd.read_csv(__import__("io").StringIO(table(frame(), 1, METRICS, "csv", paper=PAPER)))
+    assert list(csv.columns[:6]) == ["dataset", "valuer", "n", "jobs", "mean", "std"]
+    dvgs = csv[csv.valuer == "dvgs"].iloc[0]
+    assert dvgs["mean"] == pytest.approx(np.mean(DVGS)) and dvgs["std"] == pytest.approx(np.std(DVGS))
+    assert dvgs["paper_mean"] == 0.896 and dvgs["paper_std"] == 0.030 and dvgs["n"] == 5 and bool(dvgs["best"])
+    rnd = csv[(csv.valuer == "random") & (csv.dataset == "adult")].iloc[0]
+    assert rnd["p_vs_best"] == pytest.approx(wilcoxon(DVGS, RANDOM).pvalue)
 
 
-def test_table2_without_results_says_so(registry):
-    from valbench.errors import StoreError
+def test_failed_and_budget_stopped_cells_are_marked_never_plain_numbers():
+    df = frame()
+    df.loc[(df.valuer == "dvgs") & (df.seed == 4), ["status", "corruption-auroc", "wall_s"]] = ["timeout", None, None]
+    df = pd.concat([df, pd.DataFrame([job("adult", "loo", s, None, status="failed") for s in range(5)])])
+    stop = [job("adult", "tmc-shapley", s, 0.5, stopped=True, label="tmc-shapley[max_seconds=30]") for s in range(5)]
+    df = pd.concat([df, pd.DataFrame(stop)], ignore_index=True)
+    out = table(df, 1, METRICS, "markdown")
+    dvgs = line(out, "adult", "dvgs")
+    assert "4/5" in dvgs and "1 timeout" in dvgs and "**" not in dvgs  # an incomplete cell is not best
+    loo = line(out, "adult", "loo")
+    assert "0/5" in loo and "5 failed" in loo and "—" in loo
+    tmc = line(out, "adult", "tmc-shapley")
+    assert "0.500 ± 0.000 *" in tmc and "**" not in tmc
+    assert "**" in line(out, "adult", "random")  # the only complete, finished cell is best
+    t3 = table(df, 3, METRICS, "markdown")
+    assert "*" in line(t3, "adult", "tmc-shapley").split("|")[4] and "5 failed" in line(t3, "adult", "loo")
 
+
+def test_table3_times_total_fits_and_paper_minutes():
+    out = table(frame(), 3, METRICS, "markdown", paper=PAPER)
+    dvgs = line(out, "adult", "dvgs")
+    assert "62 ± 1.4 s" in dvgs and "64 ± 1.4 s" in dvgs and "| 3 " in dvgs and "78 s" in dvgs  # 1.3 min
+    assert "**100 ± 0 ms**" in line(out, "adult", "random")
+
+
+def test_table2_without_results_says_so():
     with pytest.raises(StoreError, match="no 'noise-spearman' results"):
-        table(frame(), 2, registry)
+        table(frame(), 2, METRICS)
 
 
-def test_table3_shows_fits_and_budget_stops(registry):
-    df = frame()
-    df["fits"] = [1010.0 if v == "dvgs" else None for v in df["valuer_label"]]
-    df["stopped_early"] = 0
-    df.loc[(df["valuer_label"] == "dvgs") & (df["seed"] == 2), ["fits", "stopped_early"]] = [500.0, 1]
-    out = table(df, 3, registry, "markdown")
-    adult = next(l for l in out.splitlines() if l.startswith("| adult"))
-    assert "61 ± 0.82 s (1.02 min) · 500-1,010 fits*" in adult
-    assert "**1.1 ± 0.82 s (0.02 min)**" in adult  # no fits recorded: no fits text
-    blog = next(l for l in out.splitlines() if l.startswith("| blog"))
-    assert "fits" not in blog
+def test_lower_is_better_metrics_pick_the_lowest():
+    m = METRICS.copy()
+    m.loc["corruption-auroc", "higher_is_better"] = 0
+    t, _, caption = rows(frame(), 1, m)
+    adult = t[t.dataset_label == "adult"]
+    assert adult.iloc[0]["valuer"] == "random" and bool(adult.iloc[0]["best"]) and "lower is better" in caption
 
 
-def test_a_budget_stopped_score_is_marked_and_never_bold(registry):
-    """Issue: tmc-shapley[max_seconds=30] stored a score of unfinished work that Table 1
-    showed as a plain 0.500. A cell with a budget-stopped seed is marked and not bold."""
-    df = frame()
-    df["stopped_early"] = 0
-    df.loc[(df.valuer_label == "dvgs") & (df.seed == 1), "stopped_early"] = 1
-    out = table(df, 1, registry, "markdown")
-    adult = next(line for line in out.splitlines() if line.startswith("| adult"))
-    assert "0.910 ± 0.008 *" in adult and "**0.910" not in adult and "**0.500 ± 0.000**" in adult
-    assert "* = a budget stopped the valuer" in out
-    assert "*" not in next(line for line in out.splitlines() if line.startswith("| blog")).replace("**", "")
+def test_valbench_table_reads_the_store_without_torch(tmp_path):
+    """`valbench table` needs nothing but the store: with torch made unimportable it still
+    prints every table (the orientation and paper values were recorded by the run)."""
+    from valbench.cli import main
+
+    store = str(tmp_path / "r.sqlite")
+    assert main(["run", "--datasets", "synthetic", "--corruptions", "labels,features", "--valuers", "random",
+                 "--seeds", "2", "--results", store, "--in-process"]) == 0
+    code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+            "from valbench.cli import main\n"
+            f"rc = [main(['table', n, '--results', {store!r}]) for n in ('1', '2', '3')]\n"
+            "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+            "sys.exit(max(rc))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Table 1" in done.stdout and "Table 2" in done.stdout and "Table 3" in done.stdout
+    assert "random" in done.stdout

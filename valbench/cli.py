@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--metric", help="score to show in table 1 or 2 (default: the metric declaring that table)")
     t.add_argument("--output", help="write to this file instead of standard output")
 
+    e = sub.add_parser("export", help="write every result (one row per job x score) as CSV or Parquet",
+                       description="One row per job x score, with the job's configuration (plugin parameters as "
+                                   "columns), status, timings and fits; the same as valbench.results.results(PATH).")
+    e.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
+    e.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    e.add_argument("--output", "-o", required=True, help="the file to write")
+
     sub.add_parser("plugins", help="list every registered plugin: kind, name, distribution, version")
 
     m = sub.add_parser("merge", help="join stores made apart (e.g. on separate machines) into a new store",
@@ -166,16 +173,24 @@ class _Progress:
 
 def _cmd_table(args: argparse.Namespace) -> int:
     from valbench.report.tables import table
+    from valbench.results import jobs_frame, metric_info, paper_frame
     from valbench.store import open_existing
 
     with open_existing(args.results) as store:
-        df = store.results()
-    text = table(df, args.number, _registry(), args.format, args.metric)
+        text = table(jobs_frame(store), args.number, metric_info(store), args.format, args.metric, paper_frame(store))
     if args.output:
         with open(args.output, "w") as fh:
             fh.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from valbench.results import export
+
+    n = export(args.results, args.output, args.format)
+    print(f"{args.output}: {n} rows (one per job x score) from {args.results}")
     return 0
 
 
@@ -237,7 +252,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "table": _cmd_table, "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
+COMMANDS = {"run": _cmd_run, "table": _cmd_table, "export": _cmd_export, "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

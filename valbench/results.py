@@ -79,6 +79,11 @@ def metric_info(store: Store) -> pd.DataFrame:
     return store.metrics().set_index("label")
 
 
+def paper_frame(store: Store) -> pd.DataFrame:
+    """The published values runs matched to their cells (empty where none did)."""
+    return store.paper()
+
+
 def jobs(path: str | Path) -> pd.DataFrame:
     """The store at ``path`` as one row per job (scores as columns)."""
     with open_existing(path) as store:

@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS metrics (
     label TEXT PRIMARY KEY, name TEXT NOT NULL, higher_is_better INTEGER NOT NULL, paper_table INTEGER,
     truth_kind TEXT
 );
+CREATE TABLE IF NOT EXISTS paper (
+    dataset_label TEXT NOT NULL, corruption_label TEXT NOT NULL, mode TEXT NOT NULL, valuer TEXT NOT NULL,
+    metric TEXT NOT NULL, mean REAL, std REAL, minutes REAL, source TEXT NOT NULL,
+    PRIMARY KEY (dataset_label, corruption_label, mode, valuer, metric)
+);
 CREATE TABLE IF NOT EXISTS scores (
     attempt_id INTEGER NOT NULL REFERENCES attempts(id), metric TEXT NOT NULL, value REAL,
     PRIMARY KEY (attempt_id, metric)
@@ -277,6 +282,18 @@ class Store:
         if not self.con.execute("SELECT 1 FROM sqlite_master WHERE name='metrics'").fetchone():
             return pd.DataFrame(columns=["label", "name", "higher_is_better", "paper_table", "truth_kind"])
         return pd.read_sql_query("SELECT * FROM metrics ORDER BY label", self.con)
+
+    def record_paper(self, rows: list[tuple]) -> None:
+        """Published values of the cells a run holds: (dataset_label, corruption_label, mode,
+        valuer name, metric name, mean, std, minutes, source)."""
+        with self.con:
+            self.con.executemany("INSERT OR REPLACE INTO paper VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def paper(self) -> pd.DataFrame:
+        if not self.con.execute("SELECT 1 FROM sqlite_master WHERE name='paper'").fetchone():
+            return pd.DataFrame(columns=["dataset_label", "corruption_label", "mode", "valuer", "metric", "mean",
+                                         "std", "minutes", "source"])
+        return pd.read_sql_query("SELECT * FROM paper", self.con)
 
     # -- reading -------------------------------------------------------------------
     def results(self) -> pd.DataFrame:

@@ -1,12 +1,23 @@
-"""The paper's Tables 1-3, regenerated from the store.
+"""The paper's Tables 1-3 from the store alone (no plugin, no torch).
 
-Table 1: the score of the metric that declares ``paper_table = 1`` (corrupted-label
-AUROC), one row per dataset. Table 2: the ``paper_table = 2`` metric (noise Spearman),
-one row per dataset and learning mode. Table 3: valuation runtime, one row per
-experiment (dataset x corruption). One column per valuer; cells are mean ± 1 population
-std over seeds (the paper's Table 1 shows ± 2 population std, as the authors' code
-computed it, though its caption says ± std: docs/protocol.md §3 and §6); the best cell
-of each row is bold.
+One row per experiment cell (dataset, corruption, mode) and valuer, best first, so that
+a column of published numbers and a paired test fit beside ours (the paper prints one
+column per valuer; with a dozen valuers and a paper column each, that layout no longer
+reads).
+
+- Table 1 / 2: the score of the metric recorded with ``paper_table`` 1 (corrupted-label
+  AUROC) or 2 (noise Spearman); mean ± 1 population std over seeds (the paper's Table 1
+  printed ± 2 std: docs/protocol.md §3), the number of seeds n, the published value where
+  the experiment is one of the paper's, and a two-sided Wilcoxon signed-rank test of each
+  valuer against the row group's best over the seeds both finished (paired: every valuer
+  of a cell sees the same split, corruption and initialisation per seed).
+- Table 3: valuation time (``value(task)`` alone), total time with scoring (filtering
+  retrains included, as the paper's minutes were), model fits, and the paper's minutes.
+
+Coverage is marked in every table, never shown as a plain number: ``*`` = a budget
+stopped the valuation before it finished in at least one seed (never best); "k/n"
+seeds = some jobs failed, timed out or ran out of memory (named in the note); a cell
+without any finished job shows its failures and no number. A one-seed cell shows no ±.
 """
 from __future__ import annotations
 
@@ -17,157 +28,189 @@ import pandas as pd
 from tabulate import tabulate
 
 from valbench.errors import ConfigError, StoreError
-from valbench.params import parse_spec
-from valbench.plugins import Registry, option
 
 FORMATS = ("markdown", "latex", "csv")
+GROUP = {"dataset_label": "dataset", "corruption_label": "corruption", "mode": "mode"}
+STOPPED = "* = a budget stopped the valuation before it finished in at least one seed (a score of unfinished work, never best)"
 
 
-def metric_for_table(registry: Registry, number: int) -> str:
-    names = [p.name for p in registry.all() if p.kind == "metric" and option(p, "paper_table") == number]
+def metric_for_table(metrics: pd.DataFrame, number: int) -> str:
+    """The label of the recorded metric that fills table ``number``."""
+    names = list(metrics.index[metrics["paper_table"] == number]) if len(metrics) else []
     if not names:
-        raise ConfigError(f"no registered metric provides table {number}")
+        raise StoreError(f"the store has no results of a metric for table {number} (runs record the metrics "
+                         "they scored); run a corruption such a metric scores, or choose one with --metric")
     if len(names) > 1:
-        raise ConfigError(f"metrics {', '.join(names)} all claim table {number}; pick one with --metric")
+        raise ConfigError(f"metrics {', '.join(names)} all fill table {number}; pick one with --metric")
     return names[0]
 
 
-def _score_text(mean: float, std: float) -> str:
-    return f"{mean:.3f} ± {std:.3f}"
-
-
-def _sig(x: float, digits: int) -> str:
+def _sig(x: float, digits: int = 3) -> str:
     return np.format_float_positional(x, precision=digits, fractional=False, trim="-")
 
 
-def _time_text(mean: float, std: float) -> str:
-    return f"{_sig(mean, 3)} ± {_sig(std, 2)} s ({mean / 60:.2f} min)"
+def _wilcoxon(a: pd.Series, b: pd.Series) -> float | None:
+    """Two-sided Wilcoxon signed-rank p of paired scores (by seed); None under 2 pairs."""
+    from scipy.stats import wilcoxon
+
+    pairs = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(pairs) < 2:
+        return None
+    d = pairs.iloc[:, 0] - pairs.iloc[:, 1]
+    if np.allclose(d, 0):
+        return 1.0
+    return float(wilcoxon(pairs.iloc[:, 0], pairs.iloc[:, 1]).pvalue)
 
 
-def _cells(df: pd.DataFrame, rows: list[str], column: str, text) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(means, cells, counts) indexed by ``rows``, one column per valuer label."""
-    grouped = df.groupby(rows + ["valuer_label"])[column]
-    stats = grouped.agg(mean="mean", std=lambda s: float(np.std(s, ddof=0)), n="count").reset_index()
-    stats["text"] = [text(m, s) for m, s in zip(stats["mean"], stats["std"])]
-    means = stats.pivot_table(index=rows, columns="valuer_label", values="mean", aggfunc="first")
-    cells = stats.pivot_table(index=rows, columns="valuer_label", values="text", aggfunc="first")
-    ns = stats.pivot_table(index=rows, columns="valuer_label", values="n", aggfunc="first")
-    return means, cells, ns
+def _coverage(jobs: pd.DataFrame) -> str:
+    bad = jobs["status"][jobs["status"] != "ok"].value_counts()
+    return ", ".join(f"{n} {s}" for s, n in bad.items())
 
 
-def _fits_text(fits: pd.Series, stopped: pd.Series) -> str:
-    fits = fits.dropna()
-    if fits.empty:
-        return ""
-    lo, hi = int(fits.min()), int(fits.max())
-    text = f"{lo:,} fits" if lo == hi else f"{lo:,}-{hi:,} fits"
-    return f" · {text}{'*' if stopped.fillna(0).astype(bool).any() else ''}"
-
-
-def _with_fits(df: pd.DataFrame, rows: list[str], cells: pd.DataFrame) -> pd.DataFrame:
-    """Append the number of model fits (and a budget-stop mark) to each Table 3 cell."""
-    if "fits" not in df.columns:
-        return cells
-    stopped = df["stopped_early"] if "stopped_early" in df.columns else pd.Series(0, index=df.index)
-    extra = {k: _fits_text(g["fits"], stopped.loc[g.index]) for k, g in df.groupby(rows + ["valuer_label"])}
-    out = cells.copy()
-    for key in out.index:
-        for v in out.columns:
-            full = (*(key if isinstance(key, tuple) else (key,)), v)
-            if not pd.isna(out.loc[key, v]):
-                out.loc[key, v] = out.loc[key, v] + extra.get(full, "")
-    return out
-
-
-def _stopped(df: pd.DataFrame, rows: list[str]) -> set[tuple]:
-    """The (row..., valuer) cells in which a budget stopped at least one seed's valuation."""
-    if "stopped_early" not in df.columns:
-        return set()
-    cut = df[df["stopped_early"].fillna(0).astype(bool)]
-    return {tuple(r) for r in cut[rows + ["valuer_label"]].itertuples(index=False, name=None)}
-
-
-def build(df: pd.DataFrame, number: int, metric: str | None, higher_is_better: bool = True
-          ) -> tuple[list[str], list[list[str]], list[list[bool]], str]:
-    """Header, body cells, bold flags and a caption for table ``number`` (``higher_is_better``:
-    the metric's orientation, which decides the best cell of tables 1 and 2)."""
-    if number in (1, 2):
-        if metric not in df.columns or df[metric].notna().sum() == 0:
-            raise StoreError(f"the store has no '{metric}' results for table {number}; run a corruption it scores")
-        df = df[df[metric].notna()]
-        rows = ["dataset_label"] if number == 1 else ["dataset_label", "mode"]
-        if number == 1 and df.groupby("dataset_label")["corruption_label"].nunique().max() > 1:
-            rows.append("corruption_label")
-        means, cells, ns = _cells(df, rows, metric, _score_text)
-        best_is_max = higher_is_better
-        caption = (f"Table {number}: {metric}, mean ± std over seeds (n); best in bold; "
-                   f"{'higher' if higher_is_better else 'lower'} is better; * = a budget stopped the valuer "
-                   "before it finished in at least one seed (a score of unfinished work, never bold).")
-    elif number == 3:
-        if df.empty:
-            raise StoreError("the store has no finished jobs for table 3")
-        rows = ["dataset_label", "corruption_label"]
-        if df["mode"].nunique() > 1:
-            rows.append("mode")
-        means, cells, ns = _cells(df, rows, "wall_s", _time_text)
-        cells = _with_fits(df, rows, cells)
-        best_is_max = False
-        caption = ("Table 3: valuation runtime (wall clock of value(task)), mean ± std over seeds (n), and the "
-                   "model fits the valuer reported (range over seeds; * = a budget stopped it early); fastest in bold.")
-    else:
+def rows(jobs: pd.DataFrame, number: int, metrics: pd.DataFrame, paper: pd.DataFrame | None = None,
+         metric: str | None = None) -> tuple[pd.DataFrame, list[str], str]:
+    """The numbers of table ``number``: one row per (group..., valuer) with mean, std, n and
+    the rest; also the group columns and a caption. ``jobs``: valbench.results.jobs_frame;
+    ``metrics``: recorded metric info by label; ``paper``: published values (dataset_label,
+    corruption_label, mode, valuer, metric, mean, std, minutes)."""
+    if number not in (1, 2, 3):
         raise ConfigError(f"there is no table {number}; choose 1, 2 or 3")
-    stopped = _stopped(df, rows)
-    valuers = list(cells.columns)
-    header = [{"dataset_label": "dataset", "corruption_label": "corruption"}.get(r, r) for r in rows] + ["n"] + valuers
-    body, bold = [], []
-    for key in cells.index:
-        key = key if isinstance(key, tuple) else (key,)
-        m = means.loc[key if len(key) > 1 else key[0]]
-        eligible = m[[v for v in m.index if number == 3 or (*key, v) not in stopped]]  # unfinished work is no best
-        best = eligible.max() if best_is_max else eligible.min()
-        n = ns.loc[key if len(key) > 1 else key[0]].dropna().astype(int)
-        n_text = str(n.max()) if n.min() == n.max() else f"{n.min()}-{n.max()}"
-        row = [*map(str, key), n_text]
-        flags = [False] * len(row)
-        for v in valuers:
-            text = cells.loc[key if len(key) > 1 else key[0], v]
-            if pd.isna(text):
-                row.append("NA")
-                flags.append(False)
-                continue
-            if n.get(v, 0) != n.max():
-                text += f" (n={n[v]})"
-            cut = (*key, v) in stopped
-            if cut and number in (1, 2):
-                text += " *"
-            row.append(text)
-            flags.append(bool(np.isclose(m[v], best)) and not (cut and number in (1, 2)))
-        body.append(row)
-        bold.append(flags)
-    return header, body, bold, caption
-
-
-def render(header: list[str], body: list[list[str]], bold: list[list[bool]], caption: str, fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "csv":
-        buf = io.StringIO()
-        pd.DataFrame(body, columns=header).to_csv(buf, index=False)
-        return buf.getvalue()
-    if fmt == "markdown":
-        marked = [[f"**{c}**" if b else c for c, b in zip(r, f)] for r, f in zip(body, bold)]
-        return caption + "\n\n" + tabulate(marked, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
-    def tex(c: str) -> str:
-        return c.replace("±", r"$\pm$").replace("_", r"\_")
-    marked = [[rf"\textbf{{{tex(c)}}}" if b else tex(c) for c, b in zip(r, f)] for r, f in zip(body, bold)]
-    table = tabulate(marked, headers=[tex(h) for h in header], tablefmt="latex_raw", disable_numparse=True)
-    return f"% {caption}\n{table}\n"
-
-
-def table(df: pd.DataFrame, number: int, registry: Registry, fmt: str = "markdown", metric: str | None = None) -> str:
-    if number in (1, 2) and metric is None:
-        metric = metric_for_table(registry, number)
+    if jobs.empty:
+        raise StoreError("the store has no jobs")
     higher = True
     if number in (1, 2):
-        higher = bool(option(registry.get("metric", parse_spec(metric).name), "higher_is_better"))
-    return render(*build(df, number, metric, higher), fmt)
+        metric = metric or metric_for_table(metrics, number)
+        if metric not in jobs.columns or jobs[metric].notna().sum() == 0:
+            raise StoreError(f"the store has no '{metric}' results for table {number}; run a corruption it scores")
+        if metric in metrics.index:
+            higher = bool(metrics.loc[metric, "higher_is_better"])
+        scored = jobs.loc[jobs[metric].notna(), ["dataset_label", "corruption_label", "mode"]].drop_duplicates()
+        jobs = jobs.merge(scored, on=list(scored.columns))  # the cells this metric scores, failures included
+        value = metric
+    else:
+        jobs = jobs.assign(total_s=jobs["wall_s"] + jobs["metric_s"].fillna(0.0))
+        value, higher = "wall_s", False
+    group = ["dataset_label", "corruption_label", "mode"]
+    out = []
+    for key, cell in jobs.groupby(group, sort=True):
+        stats = []
+        for valuer, vj in cell.groupby("valuer_label", sort=False):
+            ok = vj[vj["status"] == "ok"]
+            x = pd.to_numeric(ok.set_index("seed")[value], errors="coerce").dropna()
+            stats.append(dict(zip(group, key), valuer=valuer, valuer_name=vj["valuer"].iloc[0], n=len(x),
+                              jobs=len(vj), mean=x.mean() if len(x) else np.nan,
+                              std=float(np.std(x, ddof=0)) if len(x) else np.nan,
+                              stopped=bool(ok["stopped_early"].any()), note=_coverage(vj), _x=x,
+                              **({} if number != 3 else _times(ok))))
+        eligible = [s for s in stats if not s["stopped"] and s["n"] and s["n"] == s["jobs"]]
+        best = (max if higher else min)(eligible, key=lambda s: s["mean"], default=None)
+        for s in stats:
+            s["best"] = best is not None and np.isclose(s["mean"], best["mean"]) and s in eligible
+            if number != 3:
+                s["p_vs_best"] = None if best is None or s is best else _wilcoxon(s["_x"], best["_x"])
+        stats.sort(key=lambda s: (np.isnan(s["mean"]), -s["mean"] if higher else s["mean"]))
+        out += stats
+    table = pd.DataFrame(out).drop(columns="_x")
+    _add_paper(table, paper, metric if number != 3 else None)
+    shown = [g for g in group if g == "dataset_label" or table[g].nunique() > 1]
+    what = {1: f"{metric}", 2: f"{metric}", 3: "valuation time"}[number]
+    caption = (f"Table {number}: {what}, mean ± std over seeds (n); best first and in bold"
+               + ("" if number == 3 else f" ({'higher' if higher else 'lower'} is better); p = two-sided Wilcoxon "
+                  "signed-rank test against the best over paired seeds")
+               + ("; total = valuation + scoring (filtering retrains); fits = models the valuer trained"
+                  if number == 3 else "")
+               + f"; paper = as published (DVGS paper); {STOPPED}; k/n = k of n seeds finished.")
+    return table, shown, caption
+
+
+def _times(ok: pd.DataFrame) -> dict:
+    fits = ok["fits"].dropna()
+    total = ok["total_s"].dropna()
+    return dict(total_mean=total.mean() if len(total) else np.nan,
+                total_std=float(np.std(total, ddof=0)) if len(total) else np.nan,
+                fits_min=fits.min() if len(fits) else np.nan, fits_max=fits.max() if len(fits) else np.nan)
+
+
+def _add_paper(table: pd.DataFrame, paper: pd.DataFrame | None, metric: str | None) -> None:
+    table["paper_mean"] = np.nan
+    table["paper_std"] = np.nan
+    if paper is None or paper.empty:
+        return
+    ref = paper if metric is None else paper[paper["metric"] == metric.split("[")[0]]
+    for i, r in table.iterrows():
+        hit = ref[(ref["dataset_label"] == r["dataset_label"]) & (ref["corruption_label"] == r["corruption_label"])
+                  & (ref["mode"] == r["mode"]) & (ref["valuer"] == r["valuer_name"])]
+        if len(hit):
+            if metric is None:
+                table.loc[i, "paper_mean"] = hit["minutes"].iloc[0] * 60.0  # Table 3: seconds, like ours
+            else:
+                table.loc[i, ["paper_mean", "paper_std"]] = hit[["mean", "std"]].iloc[0].to_numpy(dtype=float)
+
+
+def _pm(mean: float, std: float, n: int, fmt=lambda v: f"{v:.3f}") -> str:
+    if np.isnan(mean):
+        return "—"
+    return fmt(mean) if n <= 1 or np.isnan(std) else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def _time(mean: float, std: float, n: int) -> str:
+    """A time and its spread in one unit chosen by the mean: ms, s or min."""
+    if np.isnan(mean):
+        return "—"
+    scale, unit = (1e-3, "ms") if mean < 1 else (1.0, "s") if mean < 120 else (60.0, "min")
+    text = f"{_sig(mean / scale)} {unit}"
+    return text if n <= 1 or np.isnan(std) else f"{_sig(mean / scale)} ± {_sig(std / scale, 2)} {unit}"
+
+
+def _cells(table: pd.DataFrame, shown: list[str], number: int) -> tuple[list[str], list[list[str]], list[bool]]:
+    header = [GROUP[g] for g in shown] + ["valuer", "n"]
+    header += ["score", "paper", "p"] if number != 3 else ["valuation", "total", "fits", "paper"]
+    header.append("note")
+    body, bold = [], []
+    for _, r in table.iterrows():
+        n = f"{r['n']}" if r["n"] == r["jobs"] else f"{r['n']}/{r['jobs']}"
+        star = " *" if r["stopped"] else ""
+        row = [str(r[g]) for g in shown] + [str(r["valuer"]), n]
+        if number != 3:
+            p = "best" if r["best"] else ("" if pd.isna(r["p_vs_best"]) else f"{r['p_vs_best']:.3f}")
+            row += [_pm(r["mean"], r["std"], r["n"]) + star, _pm(r["paper_mean"], r["paper_std"], 2), p]
+        else:
+            fits = "" if np.isnan(r["fits_min"]) else (f"{int(r['fits_min']):,}" if r["fits_min"] == r["fits_max"]
+                                                        else f"{int(r['fits_min']):,}-{int(r['fits_max']):,}")
+            row += [_time(r["mean"], r["std"], r["n"]) + star, _time(r["total_mean"], r["total_std"], r["n"]),
+                    fits + star if fits else "", "" if np.isnan(r["paper_mean"]) else _time(r["paper_mean"], 0, 1)]
+        row.append(r["note"])
+        body.append(row)
+        bold.append(bool(r["best"]))
+    return header, body, bold
+
+
+def render(table: pd.DataFrame, shown: list[str], caption: str, number: int, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "csv":  # numbers in columns of their own, for programs
+        cols = shown + ["valuer", "n", "jobs", "mean", "std", "paper_mean", "paper_std", "best", "stopped", "note"]
+        cols += ["total_mean", "total_std", "fits_min", "fits_max"] if number == 3 else ["p_vs_best"]
+        buf = io.StringIO()
+        table.rename(columns=GROUP)[[GROUP.get(c, c) for c in cols]].to_csv(buf, index=False)
+        return buf.getvalue()
+    header, body, bold = _cells(table, shown, number)
+    score_cols = (len(shown) + 2,)  # the score (tables 1, 2) or the valuation time (table 3)
+    if fmt == "markdown":
+        marked = [[f"**{c}**" if b and j in score_cols and c else c for j, c in enumerate(r)]
+                  for r, b in zip(body, bold)]
+        return caption + "\n\n" + tabulate(marked, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
+
+    def tex(c: str) -> str:
+        return c.replace("±", r"$\pm$").replace("_", r"\_").replace("—", "--")
+    marked = [[rf"\textbf{{{tex(c)}}}" if b and j in score_cols and c else tex(c) for j, c in enumerate(r)]
+              for r, b in zip(body, bold)]
+    return f"% {caption}\n" + tabulate(marked, headers=[tex(h) for h in header], tablefmt="latex_raw",
+                                       disable_numparse=True) + "\n"
+
+
+def table(jobs: pd.DataFrame, number: int, metrics: pd.DataFrame, fmt: str = "markdown", metric: str | None = None,
+          paper: pd.DataFrame | None = None) -> str:
+    """Table ``number`` as text (markdown, latex or csv)."""
+    t, shown, caption = rows(jobs, number, metrics, paper, metric)
+    return render(t, shown, caption, number, fmt)
