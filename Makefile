@@ -3,6 +3,9 @@
 #   make demo TORCH="torch"
 PY ?= python3
 TORCH ?= torch==2.13.0
+# Where pip looks for torch: empty = the configured index (PyPI's Linux wheel of 2.13.0 is
+# the CUDA build, several GB); TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build.
+TORCH_INDEX ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= runs/demo.sqlite
@@ -15,7 +18,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 $(BIN)/valbench: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 

@@ -18,6 +18,8 @@ autoencoder (978-250-32) at 10k, one run prints:
 
 Numbers are medians of --repeats runs. Run with the thread count you report:
     python benchmarks/dvgs_speed.py --threads 2
+(--engines picks the engines measured besides fast, opacus being skipped where it is not
+installed; --sizes and --ae-source set the cases; benchmarks/gpu_suite.sh runs a short set.)
 On a machine shared with other busy processes, OpenMP's default busy-waiting makes
 every multi-threaded number erratic (threads spin while their partner is descheduled);
 compare with --threads 1, or run with OMP_WAIT_POLICY=PASSIVE in the environment. PASSIVE
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import statistics
 import time
@@ -148,7 +151,7 @@ def row(name: str, t: Timing2, n: int, floor: Timing2, peak: float | None = None
           f"{t.wall / floor.wall:8.2f} {t.cpu / floor.cpu:8.2f}{note}")
 
 
-def bench(case: Case, device: str, repeats: int) -> None:
+def bench(case: Case, device: str, repeats: int, engines: tuple[str, ...] = ("opacus", "naive")) -> None:
     task = make_task(case, device)
     n = case.n_source
     print(f"\n{case.name}: {n:,} source, {case.n_target} target (one full batch), device {device}")
@@ -168,7 +171,10 @@ def bench(case: Case, device: str, repeats: int) -> None:
     row("fast", fast, n, floor, max(peaks))
     row("hooks", fast_hooks, n, floor, note="  (the fast engine through autograd + module hooks)")
     results = {"fast": fast}
-    for engine in ("opacus", "naive"):
+    for engine in engines:
+        if engine == "opacus" and importlib.util.find_spec("opacus") is None:
+            print(f"  {'opacus':8s} skipped: opacus is not installed (pip install opacus)")
+            continue
         k1, k2 = 1, 2
         # size the measurement from a 200-sample probe (time is linear in the source size)
         small = Case(case.name, case.learner, min(n, 200), case.n_target, case.n_classes)
@@ -185,8 +191,9 @@ def bench(case: Case, device: str, repeats: int) -> None:
     f = results["fast"]
     line = [f"fast/floor {f.wall / floor.wall:.2f}x (cpu {f.cpu / floor.cpu:.2f}x)",
             f"fast/(floor+t) {f.wall / floor_t.wall:.2f}x",
-            f"hooks/fast {fast_hooks.wall / f.wall:.2f}x",
-            f"opacus/fast {results['opacus'].wall / f.wall:.1f}x (cpu {results['opacus'].cpu / f.cpu:.1f}x)"]
+            f"hooks/fast {fast_hooks.wall / f.wall:.2f}x"]
+    if "opacus" in results:
+        line.append(f"opacus/fast {results['opacus'].wall / f.wall:.1f}x (cpu {results['opacus'].cpu / f.cpu:.1f}x)")
     if "naive" in results:
         line.append(f"naive/fast {results['naive'].wall / f.wall:.0f}x")
     print("  ratios: " + ", ".join(line))
@@ -222,6 +229,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--exp1-only", action="store_true", help="only the whole exp1 valuation (about a minute)")
+    ap.add_argument("--engines", default="opacus,naive",
+                    help="engines measured besides fast (comma-separated; opacus is skipped where not installed)")
+    ap.add_argument("--ae-source", type=int, default=10_000, help="source size of the autoencoder case (0: skip it)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -232,10 +242,15 @@ def main() -> None:
     exp1(device, args.repeats)
     if args.exp1_only:
         return
-    for n in (int(s) for s in args.sizes.split(",")):
-        bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats)
-    ae = Learner("mlp-autoencoder", 978, 978, hidden=(250,), latent=32, dropout=0.0, norm=False)
-    bench(Case("MLP autoencoder 978-250-32", ae, 10_000, 2000, None), device, args.repeats)
+    engines = tuple(e for e in args.engines.split(",") if e)
+    unknown = set(engines) - {"opacus", "naive"}
+    if unknown:
+        ap.error(f"--engines takes opacus and naive, got {', '.join(sorted(unknown))}")
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats, engines)
+    if args.ae_source:
+        ae = Learner("mlp-autoencoder", 978, 978, hidden=(250,), latent=32, dropout=0.0, norm=False)
+        bench(Case("MLP autoencoder 978-250-32", ae, args.ae_source, 2000, None), device, args.repeats, engines)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other processes on the machine slow every number)")
 
 

@@ -21,6 +21,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="valbench", description="Benchmark data valuation methods (DVGS and baselines).")
+    from valbench import __version__
+
+    p.add_argument("--version", action="version", version=f"valbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run every dataset x corruption x valuer x seed job not yet in the store",
@@ -59,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
     e.add_argument("--format", default="csv", choices=["csv", "parquet"])
     e.add_argument("--output", "-o", required=True, help="the file to write")
+
+    rp = sub.add_parser("report", help="write every table and figure a store allows into a folder",
+                        description="Tables 1-3 (markdown, LaTeX, CSV), Figures 2-8 (PNG, PDF) and index.md with "
+                                    "the provenance of every number; --html adds a self-contained leaderboard page.")
+    rp.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
+    rp.add_argument("--out", required=True, help="the report folder (new, empty, or an earlier report: replaced)")
+    rp.add_argument("--html", action="store_true", help="also write leaderboard.html (sortable, filterable)")
 
     sub.add_parser("plugins", help="list every registered plugin: kind, name, distribution, version")
 
@@ -194,6 +204,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from valbench.report.writer import write_report
+
+    out = write_report(args.results, args.out, html=args.html)
+    print(f"{out}/index.md: the report of {args.results}" + (f"; {out}/leaderboard.html" if args.html else ""))
+    return 0
+
+
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -252,7 +270,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "table": _cmd_table, "export": _cmd_export, "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
+COMMANDS = {"run": _cmd_run, "table": _cmd_table, "export": _cmd_export, "report": _cmd_report, "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -112,7 +112,7 @@ def rows(jobs: pd.DataFrame, number: int, metrics: pd.DataFrame, paper: pd.DataF
         out += stats
     table = pd.DataFrame(out).drop(columns="_x")
     _add_paper(table, paper, metric if number != 3 else None)
-    shown = [g for g in group if g == "dataset_label" or table[g].nunique() > 1]
+    shown = [g for g in group if g == "dataset_label" or table[g].nunique() > 1 or (g == "mode" and number == 2)]
     what = {1: f"{metric}", 2: f"{metric}", 3: "valuation time"}[number]
     caption = (f"Table {number}: {what}, mean ± std over seeds (n); best first and in bold"
                + ("" if number == 3 else f" ({'higher' if higher else 'lower'} is better); p = two-sided Wilcoxon "

@@ -1,0 +1,153 @@
+"""`valbench report`: every table and figure a store allows, in one folder, with provenance.
+
+The folder holds ``index.md`` (what is where, and where every number came from), each
+table as markdown, LaTeX and CSV, each figure as PNG and PDF, and with ``html`` a
+self-contained ``leaderboard.html``. It is built in a temporary folder beside the target
+and moved into place at the end, so a failure leaves nothing behind and an earlier
+report is replaced whole. Only the store is read (no plugin, no torch).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from valbench.errors import ConfigError, StoreError
+from valbench.report.tables import render, rows
+from valbench.results import jobs_frame, metric_info, paper_frame
+from valbench.store import open_existing
+
+MARKER = "<!-- valbench report -->"
+TABLES = {1: "table1", 2: "table2", 3: "table3"}
+EXTENSIONS = {"markdown": "md", "latex": "tex", "csv": "csv"}
+
+
+def check_target(out: Path) -> None:
+    """Refuse a file, or a folder that is neither empty nor an earlier valbench report."""
+    if out.is_file():
+        raise ConfigError(f"{out} is a file; give a folder for the report")
+    if out.is_dir() and any(out.iterdir()):
+        index = out / "index.md"
+        if not (index.is_file() and MARKER in index.read_text(errors="replace")):
+            raise ConfigError(f"{out} is a folder that holds other files; give a new or empty folder "
+                              "(an earlier valbench report there is replaced)")
+    if not out.parent.exists():
+        raise ConfigError(f"the folder of {out} does not exist")
+
+
+def provenance(jobs: pd.DataFrame) -> dict[str, str]:
+    """Where the numbers came from, from the provenance every attempt recorded."""
+    recs = [json.loads(p) for p in jobs["provenance"].dropna()]
+    out: dict[str, str] = {}
+    for key, label in (("valbench", "valbench"), ("git_commit", "commit"), ("python", "Python"),
+                       ("torch", "torch"), ("numpy", "numpy"), ("device", "device"), ("device_name", "processor"),
+                       ("cuda", "CUDA"), ("torch_threads", "torch threads"), ("platform", "platform")):
+        values = sorted({str(r[key]) for r in recs if r.get(key) is not None})
+        if values:
+            out[label] = ", ".join(values)
+    ok = jobs[jobs["status"] == "ok"]
+    out["jobs"] = f"{len(jobs)} ({len(ok)} ok" + "".join(
+        f", {n} {s}" for s, n in jobs["status"][jobs["status"] != "ok"].value_counts().items()) + ")"
+    out["seeds"] = ", ".join(map(str, sorted(jobs["seed"].unique())))
+    out["valuers"] = ", ".join(sorted(jobs["valuer_label"].unique()))
+    stopped = sorted(ok.loc[ok["stopped_early"], "valuer_label"].unique())
+    out["budget-stopped"] = ", ".join(stopped) if stopped else "none"
+    if "finished" in jobs:
+        done = pd.to_datetime(jobs["finished"].dropna(), unit="s", utc=True)
+        if len(done):
+            out["run between"] = f"{done.min():%Y-%m-%d %H:%M} and {done.max():%Y-%m-%d %H:%M} UTC"
+    return out
+
+
+def _tables(jobs, metrics, paper, folder: Path) -> tuple[list[tuple[str, pd.DataFrame, str]], dict[int, str]]:
+    """Write every table the store allows; (caption, numbers, markdown) of each, and why not for the rest."""
+    made, missing = [], {}
+    for number, name in TABLES.items():
+        try:
+            t, shown, caption = rows(jobs, number, metrics, paper)
+        except (StoreError, ConfigError) as exc:
+            missing[number] = str(exc)
+            continue
+        for fmt, ext in EXTENSIONS.items():
+            (folder / f"{name}.{ext}").write_text(render(t, shown, caption, number, fmt))
+        made.append((caption, t.assign(_shown=",".join(shown)), render(t, shown, caption, number, "markdown")))
+    return made, missing
+
+
+def write_report(results: str | Path, out: str | Path, html: bool = False) -> Path:
+    """Write the report of the store at ``results`` into the folder ``out``."""
+    from valbench.report import figures as figs
+
+    out = Path(out)
+    check_target(out)
+    with open_existing(results) as store:
+        jobs, metrics, paper = jobs_frame(store), metric_info(store), paper_frame(store)
+        if jobs.empty:
+            raise StoreError(f"{results} holds no jobs; nothing to report")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            made, missing = _tables(jobs, metrics, paper, tmp)
+            drawn = figs.draw(jobs, tmp, store)
+            prov = provenance(jobs)
+            (tmp / "index.md").write_text(index(results, made, missing, drawn, prov, html))
+            if html:
+                from valbench.report.html import page
+
+                tables = [(caption, _for_page(t)) for caption, t, _ in made]
+                pictures = [(name, paths[0]) for name, paths in drawn.items() if not isinstance(paths, str)]
+                (tmp / "leaderboard.html").write_text(page("valbench leaderboard", tables, pictures, prov,
+                                                           notes=f"From {Path(results).name}."))
+            _swap(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
+
+
+def _for_page(t: pd.DataFrame) -> pd.DataFrame:
+    """A table's numbers as the leaderboard page shows them (marks in a column of their own)."""
+    shown = t["_shown"].iloc[0].split(",")
+    page = t[shown + ["valuer", "n", "jobs", "mean", "std", "paper_mean", "paper_std"]
+             + [c for c in ("p_vs_best", "total_mean", "fits_max") if c in t]].copy()
+    page = page.rename(columns={"dataset_label": "dataset", "corruption_label": "corruption"})
+    page["marks"] = ["*" if s else "" for s in t["stopped"]]
+    page["marks"] += [f" {note}" if note else "" for note in t["note"]]
+    return page
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.{os.getpid()}.old")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def index(results, made, missing, drawn, prov, html: bool) -> str:
+    lines = [MARKER, f"# valbench report of `{Path(results).name}`", ""]
+    lines += ["## Provenance", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in prov.items()] + [""]
+    lines += ["## Tables", ""]
+    for caption, t, markdown in made:
+        number = caption.split(":")[0].split()[-1]
+        name = TABLES[int(number)]
+        lines += [f"### Table {number}", "", f"[markdown]({name}.md) · [LaTeX]({name}.tex) · [CSV]({name}.csv)", "",
+                  markdown, ""]
+    lines += [f"- Table {n}: not in this store ({why})" for n, why in missing.items()] + [""]
+    lines += ["## Figures", ""]
+    for name, paths in drawn.items():
+        if isinstance(paths, str):
+            lines.append(f"- {name}: {paths}")
+        else:
+            png = next((p for p in paths if p.suffix == ".png"), paths[0])
+            pdf = next((p for p in paths if p.suffix == ".pdf"), None)
+            lines += [f"### {name}", "", f"![{name}]({png.name})" + (f" ([PDF]({pdf.name}))" if pdf else ""), ""]
+    if html:
+        lines += ["", "The same as a page to open in a browser: [leaderboard.html](leaderboard.html)."]
+    return "\n".join(lines) + "\n"
