@@ -24,7 +24,7 @@ def _table() -> pd.DataFrame:
                  "1,204 ± 3 s"],
         "tmc-shapley": ["0.731 ± 0.049 *", "0.130 ± 0.091", "0.671 ± 0.021", "timeout", "NA", "0.6"],
         "random": [0.503, -0.007, 0.509, 0.011, float("nan"), 12.5],
-        "marks": ["*", "", "", "failed", "", ""],
+        "marks": ["*", "", "", "failed", "", "* 1 timeout"],
     })
 
 
@@ -58,9 +58,11 @@ def test_cells_carry_sort_values_marks_and_filters(html):
     assert '<td class="num" data-sort="-0.007">-0.007</td>' in html
     assert 'data-sort="0.896">0.896 ± 0.030</td>' in html
     assert 'data-sort="1204.0">1,204 ± 3 s</td>' in html  # thousands separators are read as one number
-    assert "<td data-empty>NA</td>" in html  # missing values sort last, in either direction
+    assert '<td class="num" data-empty>NA</td>' in html  # missing values sort last, in either direction
+    assert "<td data-empty>NA</td>" in html  # a text NA too
     assert 'class="mark-stopped" data-sort="0.731">0.731 ± 0.049 *</td>' in html
     assert '<td class="mark-failed">timeout</td>' in html and '<td class="mark-failed">failed</td>' in html
+    assert '<td class="mark-failed mark-stopped">* 1 timeout</td>' in html  # both marks, both in the legend
     assert "* = a budget stopped the valuation before it finished" in html and "timed out" in html
     for label, options in (("dataset", ["adult", "blog", "cifar10"]),
                            ("corruption", ["features", "labels", "labels[rate=0.4]"])):
@@ -155,7 +157,7 @@ def test_sort_and_filter_in_headless_chromium(html, tmp_path, monkeypatch):
         assert column("n") == ["5", "5", "5"]
 
         marked = d.find_elements(By.CSS_SELECTOR, "#t0 td.mark-failed, #t0 td.mark-stopped")
-        expected = {"failed (2 of 5)", "timeout", "failed", "0.731 ± 0.049 *", "*"}
+        expected = {"failed (2 of 5)", "timeout", "failed", "0.731 ± 0.049 *", "*", "* 1 timeout"}
         assert {m.get_attribute("textContent") for m in marked} == expected  # hidden rows too
         assert d.find_element(By.CSS_SELECTOR, "figure img").get_property("naturalWidth") == 1  # the data URI loaded
         errors = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]

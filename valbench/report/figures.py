@@ -405,17 +405,24 @@ def _save(fig: Figure, stem: Path, formats: tuple[str, ...]) -> list[Path]:
     return paths
 
 
-def draw(jobs: pd.DataFrame, out_dir: str | Path, *, values: Values | None = None,
+def draw(jobs: pd.DataFrame, out_dir: str | Path, store=None, *, values: Values | None = None,
          truth_kinds: Mapping[str, str] | None = None, formats: tuple[str, ...] = ("png", "pdf"),
          only: tuple[str, ...] | None = None) -> dict[str, list[Path] | str]:
     """Draw Figures 2-8 from ``jobs`` (:func:`valbench.results.jobs_frame`) into ``out_dir``.
 
     Returns, for each figure name ('fig2' ... 'fig8'), the files written (one per format,
     ``<out_dir>/<name>.<format>``) or a sentence saying why it is not in this store.
-    ``values``: loads a job's stored values from its ``values_file`` (Figure 7);
-    ``truth_kinds``: metric label -> truth kind as the runs recorded it (the store's
-    ``metrics`` table), to tell label corruption from feature noise for third-party
-    metrics; ``only``: a subset of figure names."""
+    ``store``: the open :class:`valbench.store.Store` the jobs come from, which gives
+    ``values`` and ``truth_kinds`` where they are not given. ``values``: loads a job's
+    stored values from its ``values_file`` (Figures 5 and 7); ``truth_kinds``: metric
+    label -> truth kind as the runs recorded it (the store's ``metrics`` table), to tell
+    label corruption from feature noise for third-party metrics; ``only``: a subset of
+    figure names."""
+    if store is not None:
+        values = values or (lambda f: store.load_values(f)[0])
+        if truth_kinds is None:
+            info = store.metrics()
+            truth_kinds = {r.label: r.truth_kind for r in info.itertuples() if isinstance(r.truth_kind, str)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     j = _Jobs(jobs, values, truth_kinds)
@@ -433,11 +440,9 @@ def draw(jobs: pd.DataFrame, out_dir: str | Path, *, values: Values | None = Non
 
 
 def draw_store(path: str | Path, out_dir: str | Path, **kw) -> dict[str, list[Path] | str]:
-    """:func:`draw` for the store at ``path``, with its values and recorded metrics."""
-    from valbench.results import jobs_frame, metric_info
+    """:func:`draw` for the store file at ``path``."""
+    from valbench.results import jobs_frame
     from valbench.store import open_existing
 
     with open_existing(path) as store:
-        info = metric_info(store)
-        kinds = {label: kind for label, kind in info["truth_kind"].items() if isinstance(kind, str)}
-        return draw(jobs_frame(store), out_dir, values=lambda f: store.load_values(f)[0], truth_kinds=kinds, **kw)
+        return draw(jobs_frame(store), out_dir, store, **kw)

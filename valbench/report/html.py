@@ -26,11 +26,12 @@ import pandas as pd
 FILTERS = (("dataset", ("dataset", "dataset_label")), ("corruption", ("corruption", "corruption_label")))
 MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
 NUMBER = re.compile(r"^\s*([-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?)")
-FAILED = re.compile(r"\b(failed|timeout|timed out|oom|interrupted)\b", re.IGNORECASE)
+FAILED = re.compile(r"\b(failed|timeout|timed out|oom|interrupted|running)\b", re.IGNORECASE)
 EMPTY = {"", "na", "nan", "none", "-", "—", "–"}
 LEGEND = {
     "stopped": "* = a budget stopped the valuation before it finished (a result of unfinished work)",
-    "failed": "failed / timed out / out of memory / interrupted jobs: no result, or fewer seeds than the others",
+    "failed": "failed / timed out / out of memory / interrupted / still running jobs: no result, or fewer seeds "
+              "than the others",
     "other": "see the marks column",
 }
 CSS = """
@@ -136,14 +137,12 @@ def _sort_value(v: Any, text: str) -> float | None:
     return float(m.group(1).replace(",", "").replace("−", "-")) if m else None
 
 
-def _mark(text: str, in_marks_column: bool) -> str | None:
-    if FAILED.search(text):
-        return "failed"
-    if "*" in text:
-        return "stopped"
-    if in_marks_column and text.strip().lower() not in EMPTY:
-        return "other"
-    return None
+def _marks(text: str, in_marks_column: bool) -> list[str]:
+    """The marks a cell carries: 'failed' and 'stopped' may come together ("* 1 failed")."""
+    marks = [m for m, hit in (("failed", FAILED.search(text)), ("stopped", "*" in text)) if hit]
+    if not marks and in_marks_column and text.strip().lower() not in EMPTY:
+        marks = ["other"]
+    return marks
 
 
 def _column_name(c: Any) -> str:
@@ -177,10 +176,11 @@ def _table(tid: str, caption: str, df: pd.DataFrame) -> str:
         for name, v in zip(names, values):
             text = _text(v)
             num = _sort_value(v, text)
-            mark = _mark(text, name == "marks")
-            seen.add(mark)
-            classes = " ".join(c for c in ("num" if num is not None and not isinstance(v, str) else "",
-                                           "long" if len(text) > 80 else "", f"mark-{mark}" if mark else "") if c)
+            marks = _marks(text, name == "marks")
+            seen.update(marks)
+            numeric = isinstance(v, float) or (num is not None and not isinstance(v, str))  # NaN too: NA aligns
+            classes = " ".join(["num"] * numeric + ["long"] * (len(text) > 80)
+                               + [f"mark-{m}" for m in marks])
             attrs = f' class="{classes}"' if classes else ""
             if num is not None and math.isfinite(num):
                 attrs += f' data-sort="{num!r}"'
