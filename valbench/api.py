@@ -99,6 +99,31 @@ def metric_rows(jobs: list[Job]) -> list[tuple]:
             for label, m in seen.items()]
 
 
+def paper_rows(jobs: list[Job], registry: Registry) -> list[tuple]:
+    """The published numbers of every preset experiment that is one of the jobs' cells
+    (same dataset, corruption and mode labels; valuers matched by name, so a budgeted or
+    re-tuned valuer still sits beside the paper's): rows for Store.record_paper."""
+    from valbench import presets
+    from valbench.errors import ValbenchError
+    from valbench.grid import specs_from
+    from valbench.params import parse_spec, resolve
+
+    cells = {(j.dataset.label, j.corruption.label, j.mode) for j in jobs}
+    rows = []
+    for name in presets.names():
+        if presets.members(name) != [name]:
+            continue  # a collection: its members are visited themselves
+        for e in presets.published(name):
+            try:
+                pairs = [(resolve(registry, "dataset", d).label, resolve(registry, "corruption", c).label)
+                         for d in specs_from(e["datasets"], "datasets") for c in specs_from(e["corruptions"], "corruptions")]
+            except ValbenchError:  # a preset's plugin that is not installed here
+                continue
+            rows += [(dl, cl, e["mode"], parse_spec(e["valuer"]).name, e["metric"], e.get("mean"), e.get("std"),
+                      e.get("minutes"), f"DVGS paper, {name}") for dl, cl in pairs if (dl, cl, e["mode"]) in cells]
+    return rows
+
+
 def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: int = 0,
         timeout: float | None = None, memory_limit: int | None = None, retry_failed: bool = False,
         executor: str = "local",
@@ -138,6 +163,7 @@ def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache
         if on_plan:
             on_plan(len(jobs), len(jobs) - len(todo))
         store.record_metrics(metric_rows(jobs))
+        store.record_paper(paper_rows(jobs, registry))
         prov, owner = provenance(jobs[0].device), run_owner()
         attempts: dict[str, int] = {}
         elsewhere = 0

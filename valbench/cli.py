@@ -28,10 +28,13 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run every dataset x corruption x valuer x seed job not yet in the store",
                        description=f"Run a grid of valuation jobs into a results store. Example: {EXAMPLE}")
+    r.add_argument("--preset", help="one of the paper's experiments, e.g. exp1, or paper for all of them "
+                                    "('valbench preset list'); the flags below narrow it")
     r.add_argument("--config", help="an experiment TOML file (keys: datasets, corruptions, valuers, metrics, seeds, mode, device)")
     r.add_argument("--datasets", help="comma-separated dataset specs, e.g. 'adult[n_source=500]'")
     r.add_argument("--corruptions", help="comma-separated corruption specs, e.g. 'labels[rate=0.4],features'")
-    r.add_argument("--valuers", help="comma-separated valuer specs, e.g. 'random'")
+    r.add_argument("--valuers", help="comma-separated valuer specs, e.g. 'random'; with --preset, a bare name "
+                                     "takes the preset's parameters (without data given: preset exp1's data)")
     r.add_argument("--metrics", help="metrics to score (default: every metric that fits the corruption)")
     r.add_argument("--seeds", help="number of seeds (runs seeds 0..N-1); default 1")
     r.add_argument("--mode", choices=["supervised", "unsupervised"], help="learning mode (default supervised)")
@@ -48,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, help="seconds a job may take before it is stopped (default: no limit)")
     r.add_argument("--memory-limit", type=float, help="GiB a job's worker may hold (default: no limit)")
     r.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
+
+    ps = sub.add_parser("preset", help="the paper's experiments as presets: list them, or print one as TOML",
+                        description="Presets are the paper's experiments (docs/protocol.md) as experiment files: "
+                                    "run one with 'valbench run --preset NAME', or start your own from "
+                                    "'valbench preset show NAME > my.toml' and 'valbench run --config my.toml'.")
+    pa = ps.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    pa.add_parser("list", help="every preset and what it feeds, one per line")
+    show = pa.add_parser("show", help="print a preset's TOML")
+    show.add_argument("name", help="the preset, e.g. exp1")
 
     t = sub.add_parser("table", help="print the paper's Table 1, 2 or 3 from a results store")
     t.add_argument("number", type=int, choices=[1, 2, 3])
@@ -97,44 +109,90 @@ def _registry():
     return registry
 
 
+NOTHING = ("nothing to run: give --preset NAME (the paper's experiments: 'valbench preset list'), --config FILE, "
+           "or --valuers (alone: on preset exp1's data; with --datasets and --corruptions: on yours)")
+
+
+def _configs(args: argparse.Namespace) -> list[tuple[str | None, dict[str, Any]]]:
+    """(preset name or None, raw configuration) of every experiment the flags ask for, in order."""
+    from valbench import presets
+    from valbench.grid import COLLECTION_KEY, load_toml
+
+    if args.preset and args.config:
+        raise_config("give --preset or --config, not both")
+    raw: dict[str, Any] = load_toml(args.config) if args.config else {}
+    names = None
+    if args.preset:
+        names = presets.members(args.preset)
+    elif COLLECTION_KEY in raw:
+        names = [m for n in raw[COLLECTION_KEY] for m in presets.members(n)]
+    elif not args.config and args.datasets is None and args.corruptions is None:
+        if args.valuers is None:
+            raise_config(NOTHING)
+        names = [presets.DEFAULT]
+    if names is None:
+        configs = [(None, raw)]
+        flags: tuple[str, ...] = ("datasets", "corruptions", "valuers", "metrics", "seeds", "mode", "device")
+    else:
+        configs = [(n, presets.narrow(presets.load(n), args.valuers, args.seeds)) for n in names]
+        flags = ("datasets", "corruptions", "metrics", "mode", "device")
+    for _, config in configs:
+        for key in flags:
+            value = getattr(args, key)
+            if value is not None:
+                config[key] = value
+    if names == [presets.DEFAULT] and not args.preset and not args.config:
+        from valbench.grid import parse_seeds
+
+        n = len(parse_seeds(configs[0][1].get("seeds", 1)))
+        print(f"valbench: no data given: running preset {presets.DEFAULT} ({presets.DEFAULT_DATA}, {n} seeds); "
+              "see 'valbench preset list'", file=sys.stderr)
+    return configs
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from valbench import api
-    from valbench.grid import build_experiment, load_toml
+    from valbench.grid import build_experiment
 
-    raw: dict[str, Any] = load_toml(args.config) if args.config else {}
-    for key in ("datasets", "corruptions", "valuers", "metrics", "seeds", "mode", "device"):
-        value = getattr(args, key)
-        if value is not None:
-            raw[key] = value
     if args.workers < 1:
         raise_config(f"--workers must be >= 1, got {args.workers} (use --in-process to run in this process)")
     for name in ("timeout", "memory_limit"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise_config(f"--{name.replace('_', '-')} must be > 0, got {value}")
-    exp = build_experiment(raw)
-    bar = _Progress()
+    configs = _configs(args)
+    runs = [(name, build_experiment(raw), raw.get("device", "auto")) for name, raw in configs]
+    many = len(runs) > 1
+    registry = _registry()
+    if args.dry_run or many:  # every grid and its data are checked before anything runs
+        planned = [api.pending(exp, args.results, registry, device, args.retry_failed) for _, exp, device in runs]
     if args.dry_run:
-        jobs, todo, _ = api.pending(exp, args.results, _registry(), raw.get("device", "auto"), args.retry_failed)
-        for job in todo:
-            print(job.describe())
-        print(f"{len(jobs)} jobs: {len(todo)} would run, {len(jobs) - len(todo)} finished or failed in "
-              f"{args.results} (nothing was run or written)")
+        for (name, _, _), (jobs, todo, _) in zip(runs, planned):
+            for job in todo:
+                print(job.describe())
+            print(f"{name + ': ' if many else ''}{len(jobs)} jobs: {len(todo)} would run, {len(jobs) - len(todo)} "
+                  f"finished or failed in {args.results} (nothing was run or written)")
         return 0
     memory = int(args.memory_limit * 2**30) if args.memory_limit else None
-    summary = api.run(exp, args.results, device=raw.get("device", "auto"),
-                      workers=0 if args.in_process else args.workers, timeout=args.timeout, memory_limit=memory,
-                      retry_failed=args.retry_failed, executor=args.executor,
-                      registry=_registry(), progress=bar.update, on_plan=bar.start)
-    bar.close()
-    if bar.failures:  # the failures once more, together, after the progress lines
-        print(f"{len(bar.failures)} jobs did not finish ok:", file=sys.stderr)
-        for line in bar.failures:
-            print(f"  {line}", file=sys.stderr)
-    elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""
-    print(f"{summary.jobs} jobs: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already in "
-          f"{args.results}{elsewhere}")
-    return 1 if summary.failed else 0
+    failed = 0
+    for name, exp, device in runs:
+        bar = _Progress()
+        summary = api.run(exp, args.results, device=device,
+                          workers=0 if args.in_process else args.workers, timeout=args.timeout, memory_limit=memory,
+                          retry_failed=args.retry_failed, executor=args.executor,
+                          registry=registry, progress=bar.update, on_plan=bar.start)
+        bar.close()
+        if bar.failures:  # the failures once more, together, after the progress lines
+            print(f"{len(bar.failures)} jobs did not finish ok:", file=sys.stderr)
+            for line in bar.failures:
+                print(f"  {line}", file=sys.stderr)
+        elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""
+        print(f"{name + ': ' if many else ''}{summary.jobs} jobs: {summary.ok} ok, {summary.failed} failed, "
+              f"{summary.skipped} already in {args.results}{elsewhere}")
+        failed += summary.failed
+    print(f"results in {args.results}; print them with: valbench table 1 --results {args.results} "
+          "(table 2: feature noise, table 3: runtime)")
+    return 1 if failed else 0
 
 
 def raise_config(message: str) -> None:
@@ -179,6 +237,19 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _cmd_preset(args: argparse.Namespace) -> int:
+    from valbench import presets
+
+    if args.action == "list":
+        names = presets.names()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:<{width}}  {presets.description(name)}")
+    else:
+        sys.stdout.write(presets.text(args.name))
+    return 0
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
@@ -270,7 +341,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "table": _cmd_table, "export": _cmd_export, "report": _cmd_report, "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
+COMMANDS = {"run": _cmd_run, "preset": _cmd_preset, "table": _cmd_table, "export": _cmd_export, "report": _cmd_report,
+            "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

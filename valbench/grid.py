@@ -89,10 +89,15 @@ def specs_from(value: Any, what: str) -> tuple[PluginSpec, ...]:
 
 
 TOML_KEYS = {"datasets", "corruptions", "valuers", "metrics", "seeds", "mode", "device"}
+NOTE_KEYS = {"description", "paper"}  # a preset's notes (valbench.presets): read, never run
+PAPER_KEYS = {"valuer", "metric", "mean", "std", "minutes"}  # a [[paper]] entry: a published number
+COLLECTION_KEY = "presets"  # a file that names presets to run one after another (e.g. `preset show paper`)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read an experiment file; every key is checked, unknown ones are errors."""
+    """Read an experiment file; every key is checked, unknown ones are errors. A preset's
+    ``description`` and ``[[paper]]`` are accepted and dropped; ``presets`` (a list of
+    preset names) is kept, alone, for the caller to run them."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
@@ -102,10 +107,29 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {p} is a folder; give a .toml file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - TOML_KEYS)
+    valid = TOML_KEYS | NOTE_KEYS | {COLLECTION_KEY}
+    unknown = sorted(set(data) - valid)
     if unknown:
-        raise ConfigError(f"{p}: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(TOML_KEYS))}")
-    return data
+        raise ConfigError(f"{p}: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(valid))}")
+    if not isinstance(data.get("description", ""), str):
+        raise ConfigError(f"{p}: description must be a string")
+    entries = data.get("paper", [])
+    if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+        raise ConfigError(f"{p}: paper must be an array of tables ([[paper]])")
+    for entry in entries:
+        unknown = sorted(set(entry) - PAPER_KEYS)
+        if unknown:
+            raise ConfigError(f"{p}: unknown key '{unknown[0]}' in a [[paper]] entry; valid keys: "
+                              f"{', '.join(sorted(PAPER_KEYS))}")
+    if COLLECTION_KEY in data:
+        names = data[COLLECTION_KEY]
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise ConfigError(f"{p}: presets must be a non-empty list of preset names")
+        mixed = sorted(set(data) & TOML_KEYS)
+        if mixed:
+            raise ConfigError(f"{p}: a file naming presets takes no '{mixed[0]}'; narrow them with "
+                              "command-line flags (--valuers, --seeds, ...)")
+    return {k: v for k, v in data.items() if k not in NOTE_KEYS}
 
 
 def build_experiment(raw: dict[str, Any]) -> Experiment:

@@ -178,7 +178,7 @@ def _cells(table: pd.DataFrame, shown: list[str], number: int) -> tuple[list[str
             fits = "" if np.isnan(r["fits_min"]) else (f"{int(r['fits_min']):,}" if r["fits_min"] == r["fits_max"]
                                                         else f"{int(r['fits_min']):,}-{int(r['fits_max']):,}")
             row += [_time(r["mean"], r["std"], r["n"]) + star, _time(r["total_mean"], r["total_std"], r["n"]),
-                    fits + star if fits else "", "" if np.isnan(r["paper_mean"]) else _time(r["paper_mean"], 0, 1)]
+                    fits + star if fits else "", "" if np.isnan(r["paper_mean"]) else f"{_sig(r['paper_mean'] / 60)} min"]  # as printed
         row.append(r["note"])
         body.append(row)
         bold.append(bool(r["best"]))
