@@ -174,3 +174,20 @@ def test_rows_without_status_columns_and_odd_parameter_values(tmp_path):
     result = draw(df, tmp_path, only=("fig6", "fig8"))
     _written(result, "fig6")
     _written(result, "fig8")
+
+
+def test_a_large_grid_is_pooled_and_many_panels_wrap(tmp_path):
+    """The fig6 preset has 144 dvgs settings and the fig8 preset 10 source sizes: Figure 2 pools a
+    valuer's settings into one box and lays its panels out at most four to a row."""
+    rows = []
+    for n in range(10):
+        for c in range(30):
+            for seed in (0, 1):
+                rows.append({"dataset": "adult", "dataset_label": f"adult[n_source={500 + n}]", "corruption": "labels",
+                             "corruption_label": "labels", "valuer": "dvgs", "valuer_label": f"dvgs[lr={c}]",
+                             "seed": seed, "mode": "supervised", "corruption-auroc": 0.8 + 0.001 * c})
+    rows += [dict(r, valuer="random", valuer_label="random", **{"corruption-auroc": 0.5}) for r in rows[:20:2]]
+    fig = _fig2(_Jobs(pd.DataFrame(rows), None, None))
+    assert len(fig.axes) == 10 and fig.get_figwidth() < 20
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["dvgs (30 configurations)", "random"]
+    assert "pooled" in fig.texts[-1].get_text().replace("\n", " ")

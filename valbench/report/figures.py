@@ -28,6 +28,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 NEED = "not in this store: needs "
+COLUMNS = 4  # panels to a row
+MAX_VALUERS = 24  # Figure 2 pools the configurations of a valuer past this many (a hyper-parameter grid)
 STAR = (" * = a budget stopped this valuer before it finished in at least one job: "
         "its results are of unfinished work.")
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
@@ -116,9 +118,14 @@ class _Jobs:
 
 def _figure(n_panels: int, width: float = 4.2, height: float = 3.4, extra: float = 0.0,
             sharey: bool = False) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n_panels + extra, height), layout="constrained")
-    axes = fig.subplots(1, n_panels, squeeze=False, sharey=sharey)[0]
-    return fig, list(axes)
+    """A figure of ``n_panels`` panels, at most COLUMNS to a row."""
+    cols = min(n_panels, COLUMNS)
+    rows = -(-n_panels // cols)
+    fig = Figure(figsize=(width * cols + extra, height * rows), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel())
+    for ax in axes[n_panels:]:
+        fig.delaxes(ax)
+    return fig, axes[:n_panels]
 
 
 def _caption(fig: Figure, text: str) -> None:
@@ -141,7 +148,7 @@ def _panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """One panel per dataset (and corruption and mode, where those vary)."""
     keys = ["dataset_label"] + [k for k in ("corruption_label", "mode") if df[k].nunique() > 1]
     return [(_short(" / ".join(map(str, k if isinstance(k, tuple) else (k,)))), g)
-            for k, g in df.groupby(keys if len(keys) > 1 else keys[0], sort=True)]
+            for k, g in sorted(df.groupby(keys), key=lambda kg: _natural_label(kg[0]))]
 
 
 def _fig2(j: _Jobs) -> Figure | str:
@@ -150,6 +157,14 @@ def _fig2(j: _Jobs) -> Figure | str:
         return NEED + "corruption-auroc scores (jobs with a label corruption such as 'labels')"
     df, note = j.select(j.kind.eq("mask"))
     df = df.assign(score=auroc[df.index]).dropna(subset=["score"])
+    pooled = ""
+    if df["valuer_label"].nunique() > MAX_VALUERS:  # e.g. the Figure 6 grid: one box per valuer, not per setting
+        configs = df.groupby("valuer")["valuer_label"].nunique()
+        df = df.assign(valuer_label=[f"{v} ({configs[v]} configurations)" if configs[v] > 1 else label
+                                     for v, label in zip(df["valuer"], df["valuer_label"])])
+        pooled = (f" With more than {MAX_VALUERS} valuer settings, the settings of each valuer are pooled into one "
+                  "box (one point per job).")
+        j.style.update({v: j.style.get(v, dict(color="grey", marker="o")) for v in df["valuer_label"].unique()})
     names, star = j.display(df)
     panels = _panels(df)
     order = sorted(df["valuer_label"].unique())
@@ -169,7 +184,7 @@ def _fig2(j: _Jobs) -> Figure | str:
         ax.set_ylim(len(order) - 0.5, -0.5)  # the first valuer on top
         ax.set(title=title, ylabel="", xlabel="AUROC(c, -v)")
     fig.suptitle("Figure 2: corrupted-label detection")
-    _caption(fig, CAPTIONS["fig2"] + " Grey dashed: a random ranking's expected AUROC." + star + note)
+    _caption(fig, CAPTIONS["fig2"] + " Grey dashed: a random ranking's expected AUROC." + pooled + star + note)
     return fig
 
 
@@ -190,7 +205,7 @@ def _curve_figure(j: _Jobs, df: pd.DataFrame, name: str, title: str, note: str,
             ax.scatter(x, y, s=10, alpha=0.6, edgecolor="none", label=f"{names[v]}: Pearson r = {r:.2f}",
                        **j.style[v])
         ax.set(title=_short(dataset), xlabel="APC value", ylabel="DVGS value")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     for ax, (panel, g) in zip(axes, panels):
         for v, gv in g.groupby("valuer_label"):
             for direction, linestyle in (("remove-low", "-"), ("remove-high", "--")):
@@ -207,8 +222,8 @@ def _curve_figure(j: _Jobs, df: pd.DataFrame, name: str, title: str, note: str,
     handles = [Line2D([], [], linestyle="-", label=names[v], **j.style[v]) for v in sorted(names)]
     handles += [Line2D([], [], color="black", linestyle="-", label="remove low values"),
                 Line2D([], [], color="black", linestyle="--", label="remove high values")]
-    axes[len(panels) - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
-                                 frameon=False)
+    axes[min(len(panels), COLUMNS) - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                                               fontsize=8, frameon=False)
     fig.suptitle(title)
     seeds = long.groupby(["dataset_label", "valuer_label"])["seed"].nunique()
     n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
@@ -292,7 +307,7 @@ def _fig7(j: _Jobs) -> Figure | str:
                 linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{_short(dataset)}: {len(v)} values, {len(g)} job(s)")
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="APC = 0.5 (high-APC threshold)")
     ax.set(xlabel="APC", ylabel="density" if len(groups) > 1 else "source samples")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.suptitle("Figure 7: APC distribution")
     _caption(fig, CAPTIONS["fig7"] + " Pooled over the jobs of each dataset (a sample drawn in several seeds "
              "counts once per seed)." + star + note)
@@ -304,7 +319,7 @@ def _varying(df: pd.DataFrame, exclude: set[str]) -> list[str]:
     cands = ["dataset", "corruption_label", "mode", "device"] + [
         c for c in df.columns if isinstance(c, str) and c.startswith(("dataset.", "corruption.", "valuer."))
         and not c.endswith(".version")]
-    return [c for c in cands if c not in exclude and df[c].astype(str).nunique() > 1]
+    return [c for c in cands if c in df and c not in exclude and df[c].astype(str).nunique() > 1]
 
 
 def _minor(ax, v: float) -> str:
@@ -314,12 +329,11 @@ def _minor(ax, v: float) -> str:
     return f"{v:g}" if lo > 0 and np.log10(hi / lo) < 2 and lead in (2, 5) else ""
 
 
-def _natural(text: str) -> tuple:
-    """Sort key of a parameter value shown as text: numbers by value, before any text."""
-    try:
-        return (0, float(text), "")
-    except ValueError:
-        return (1, 0.0, text)
+def _natural_label(key) -> list:
+    """Sort key of a label or tuple of labels: 'adult[n_source=500]' before 'adult[n_source=3777]',
+    numbers by value and before text."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", " / ".join(map(str, key if isinstance(key, tuple) else (key,))))
+    return [(0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts)]
 
 
 def _series(df: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -331,11 +345,16 @@ def _series(df: pd.DataFrame, x: str) -> pd.DataFrame:
     return df if df[x].nunique() >= 2 else df.iloc[:0]
 
 
-def _lines(ax, df: pd.DataFrame, x: str, y: str) -> None:
-    """One line per configuration, mean ± std over seeds, legend under the panel."""
+def _lines(ax, df: pd.DataFrame, x: str, y: str, pool: bool = False) -> bool:
+    """One line per configuration, mean ± std over seeds, legend under the panel; ``pool``:
+    over the dataset's parameters (e.g. ten source sizes) too, where they would make over six lines.
+    Returns whether it pooled."""
     keys = _varying(df, {x})
+    pooled = pool and bool(keys) and df.groupby([df[k].astype(str) for k in keys]).ngroups > 6
+    if pooled:
+        keys = [k for k in keys if not k.startswith("dataset.")]
     groups = list(df.groupby([df[k].astype(str) for k in keys])) if keys else [((), df)]
-    groups.sort(key=lambda kg: [_natural(v) for v in (kg[0] if isinstance(kg[0], tuple) else (kg[0],))])
+    groups.sort(key=lambda kg: _natural_label(kg[0]))
     for i, (key, g) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         stats = g.groupby(x)[y].agg(["mean", "std"]).sort_index()
@@ -347,10 +366,12 @@ def _lines(ax, df: pd.DataFrame, x: str, y: str) -> None:
     xs = np.sort(df[x].astype(float).unique())
     if xs.min() > 0 and xs.max() / xs.min() >= 4:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         if len(xs) <= 8:
             ax.set_xticks(xs, [f"{v:g}" for v in xs])
             ax.minorticks_off()
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+    return pooled
 
 
 def _fig8(j: _Jobs) -> Figure | str:
@@ -374,8 +395,8 @@ def _fig8(j: _Jobs) -> Figure | str:
             "auroc": ("valuer.period", "auroc", "period T", "AUROC(c, -v)", "corrupted-label AUROC vs T")}
     for ax, p in zip(axes, panels):
         x, y, xlabel, ylabel, title = text[p]
-        _lines(ax, series[p].astype({x: float}), x, y)
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        pooled = _lines(ax, series[p].astype({x: float}), x, y, pool=p == "auroc")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title + ("\n(pooled over dataset sizes)" if pooled else ""))
         if y == "wall_s":
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, not 5 x 10^-1
