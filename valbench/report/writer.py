@@ -112,11 +112,16 @@ def write_report(results: str | Path, out: str | Path, html: bool = False) -> Pa
 def _for_page(t: pd.DataFrame) -> pd.DataFrame:
     """A table's numbers as the leaderboard page shows them (marks in a column of their own)."""
     shown = t["_shown"].iloc[0].split(",")
-    page = t[shown + ["valuer", "n", "jobs", "mean", "std", "paper_mean", "paper_std"]
-             + [c for c in ("p_vs_best", "total_mean", "fits_max") if c in t]].copy()
-    page = page.rename(columns={"dataset_label": "dataset", "corruption_label": "corruption"})
-    page["marks"] = ["*" if s else "" for s in t["stopped"]]
-    page["marks"] += [f" {note}" if note else "" for note in t["note"]]
+    page = t[shown + ["valuer"]].rename(columns={"dataset_label": "dataset", "corruption_label": "corruption"})
+    marks = ["best" if b else "" for b in t["best"]]  # beside the valuer: a wide table scrolls
+    marks = [f"{m} *".strip() if s else m for m, s in zip(marks, t["stopped"])]
+    page["marks"] = [f"{m} {note}".strip() for m, note in zip(marks, t["note"])]
+    cols = ["n", "jobs", "mean", "std", "paper_mean", "paper_std"]
+    cols += [c for c in ("p_vs_best", "total_mean", "fits_max") if c in t]
+    page = page.join(t[cols])
+    if "total_mean" in t:  # Table 3: say the unit
+        page = page.rename(columns={"mean": "valuation_s", "std": "std_s", "paper_mean": "paper_s",
+                                    "total_mean": "total_s"}).drop(columns="paper_std")
     return page
 
 
