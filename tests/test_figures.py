@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from valbench.report.figures import NEED, _fig2, _fig8, _Jobs, draw, draw_store
+from valbench.report.figures import NEED, _fig2, _fig8, draw, draw_store
+from valbench.report.plotting import Jobs as _Jobs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,12 +14,9 @@ by marker and position as well as colour, directions and datasets by line style.
 """
 from __future__ import annotations
 
-import re
-import textwrap
 from pathlib import Path
 from typing import Callable, Mapping
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -27,131 +24,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-NEED = "not in this store: needs "
-COLUMNS = 4  # panels to a row
-MAX_VALUERS = 24  # Figure 2 pools the configurations of a valuer past this many (a hyper-parameter grid)
-STAR = (" * = a budget stopped this valuer before it finished in at least one job: "
-        "its results are of unfinished work.")
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
-LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
-MASK_METRICS = {"corruption-auroc", "corruption-ap", "corruption-found"}  # scored on a 0/1 corruption mask
-NOISE_METRICS = {"noise-spearman"}  # scored on per-sample noise rates
-KIND_OF_CORRUPTION = {"labels": "mask", "features": "noise", "none": "none"}
-FILTERING = re.compile(r"^(?P<label>filtering(?:\[.*\])?):(?P<direction>remove-low|remove-high)@(?P<q>[0-9.]+)$")
-CAPTIONS = {
-    "fig2": "Figure 2: ability of each valuer to identify corrupted labels: AUROC(c, -v), one point per seed.",
-    "fig3": "Figure 3: test performance after filtering on values, label corruption: removing low values "
-            "(solid lines) or high values (dashed lines).",
-    "fig4": "Figure 4: test performance after filtering on values, feature noise: removing low values "
-            "(solid lines) or high values (dashed lines).",
-    "fig5": "Figure 5: reconstruction performance (R²) after filtering on DVGS and APC values, no corruption: "
-            "removing low values (solid lines) or high values (dashed lines).",
-    "fig6": "Figure 6: cumulative distribution of AUROC(c, -v) over the DVGS hyper-parameter grid.",
-    "fig7": "Figure 7: distribution of APC (average Pearson correlation of replicates), the values of valuer apc.",
-    "fig8": "Figure 8: DVGS runtime (wall clock of the valuation) against the number of source samples and "
-            "the period T of the gradient similarities, and its AUROC against T.",
-}
-HORIZONTAL = {"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10) \
-    else {"vert": False}
-Values = Callable[[str], np.ndarray]  # values file name (column values_file) -> the stored values
+from valbench.report.plotting import (
+    CAPTIONS, COLUMNS, HORIZONTAL, LINESTYLES, MARKERS, MAX_VALUERS, NEED, STAR, Values, Jobs, add_caption,
+    new_figure, split_panels, save, short_label, natural_label)
 
 
-def _base(label: str) -> str:
-    """A metric label's or column's plugin name: 'filtering[fractions=4]:remove-low@0.5' -> 'filtering'."""
-    return label.split(":", 1)[0].split("[", 1)[0]
-
-
-class _Jobs:
-    """What every figure needs to know of the jobs: which are ok, the truth kind of each
-    corruption, the valuers' display names and styles."""
-
-    def __init__(self, jobs: pd.DataFrame, values: Values | None, truth_kinds: Mapping[str, str] | None):
-        defaults = {"status": "ok", "stopped_early": False, "values_file": None, "wall_s": np.nan}
-        self.all = jobs.reset_index(drop=True).assign(**{k: v for k, v in defaults.items() if k not in jobs})
-        self.values = values
-        self.is_ok = self.all["status"].eq("ok")
-        kinds = {label: kind for label, kind in (truth_kinds or {}).items() if kind}
-        kinds.update({m: "mask" for m in MASK_METRICS if m not in kinds})
-        kinds.update({m: "noise" for m in NOISE_METRICS if m not in kinds})
-        self.kind = pd.Series("unknown", index=self.all.index, dtype=object)
-        for corruption, group in self.all.groupby("corruption_label", sort=False):
-            found = {kinds.get(str(col).split(":", 1)[0], kinds.get(_base(str(col)))) for col in self.all.columns
-                     if group.loc[self.is_ok[group.index], col].notna().any()}
-            found.discard(None)
-            kind = found.pop() if len(found) == 1 else KIND_OF_CORRUPTION.get(group["corruption"].iloc[0], "unknown")
-            self.kind[group.index] = kind
-        names = sorted(self.all["valuer_label"].unique()) if len(self.all) else []
-        palette = sns.color_palette("colorblind", max(len(names), 1))
-        self.style = {v: dict(color=palette[i % len(palette)], marker=MARKERS[i % len(MARKERS)])
-                      for i, v in enumerate(names)}
-        filt = [(c, FILTERING.match(c)) for c in self.all.columns if isinstance(c, str)]
-        self.filtering = {c: m for c, m in filt if m}
-
-    def score(self, name: str) -> pd.Series | None:
-        """The scores of metric ``name`` (any of its labels), or None if no job has one."""
-        cols = [c for c in self.all.columns if isinstance(c, str) and ":" not in c and _base(c) == name]
-        s = self.all[cols].bfill(axis=1).iloc[:, 0] if cols else None
-        return s if s is not None and s.notna().any() else None
-
-    def select(self, mask: pd.Series) -> tuple[pd.DataFrame, str]:
-        """The ok jobs under ``mask`` and a note on the others (failed, timed out, unfinished)."""
-        counts = self.all.loc[mask & ~self.is_ok, "status"].value_counts()
-        note = (" Not shown: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + " job(s) of these cells.") \
-            if len(counts) else ""
-        return self.all[mask & self.is_ok], note
-
-    def display(self, df: pd.DataFrame) -> tuple[dict[str, str], str]:
-        """valuer label -> its name in the figure (with ' *' if a budget stopped it), and the star's note."""
-        stopped = set(df.loc[df["stopped_early"].fillna(False).astype(bool), "valuer_label"])
-        names = {v: v + (" *" if v in stopped else "") for v in df["valuer_label"].unique()}
-        return names, STAR if stopped else ""
-
-    def curves(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The filtering scores of ``df`` long: one row per job x direction x fraction."""
-        cols = [c for c in self.filtering if df[c].notna().any()]  # some, as the figures check first
-        long = df[cols].stack().rename("score")
-        long = long.rename_axis(["row", "column"]).reset_index(level="column")
-        long["direction"] = [self.filtering[c]["direction"] for c in long["column"]]
-        long["q"] = [float(self.filtering[c]["q"]) for c in long["column"]]
-        return long.join(df.drop(columns=cols))
-
-
-def _figure(n_panels: int, width: float = 4.2, height: float = 3.4, extra: float = 0.0,
-            sharey: bool = False) -> tuple[Figure, list]:
-    """A figure of ``n_panels`` panels, at most COLUMNS to a row."""
-    cols = min(n_panels, COLUMNS)
-    rows = -(-n_panels // cols)
-    fig = Figure(figsize=(width * cols + extra, height * rows), layout="constrained")
-    axes = list(fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel())
-    for ax in axes[n_panels:]:
-        fig.delaxes(ax)
-    return fig, axes[:n_panels]
-
-
-def _caption(fig: Figure, text: str) -> None:
-    """The caption under everything else (the layout is fixed first, then the text goes below it)."""
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")
-    box = fig.get_tightbbox()
-    width = int(box.width * 15)
-    fig.text(box.x0 / fig.get_figwidth(), (box.y0 - 0.08) / fig.get_figheight(),
-             textwrap.fill(text.strip(), max(width, 60)), ha="left", va="top", fontsize=8)
-
-
-def _short(label: str, width: int = 48) -> str:
-    """A label for a title or legend: without local file paths, wrapped after commas."""
-    label = re.sub(r"(?<=[\[,])path=[^,\]]*(,|(?=\]))", "", str(label)).replace(",]", "]").replace("[]", "")
-    return textwrap.fill(label.replace(",", ", "), width, break_on_hyphens=False)
-
-
-def _panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """One panel per dataset (and corruption and mode, where those vary)."""
-    keys = ["dataset_label"] + [k for k in ("corruption_label", "mode") if df[k].nunique() > 1]
-    return [(_short(" / ".join(map(str, k if isinstance(k, tuple) else (k,)))), g)
-            for k, g in sorted(df.groupby(keys), key=lambda kg: _natural_label(kg[0]))]
-
-
-def _fig2(j: _Jobs) -> Figure | str:
+def _fig2(j: Jobs) -> Figure | str:
     auroc = j.score("corruption-auroc")
     if auroc is None:
         return NEED + "corruption-auroc scores (jobs with a label corruption such as 'labels')"
@@ -166,10 +44,10 @@ def _fig2(j: _Jobs) -> Figure | str:
                   "box (one point per job).")
         j.style.update({v: j.style.get(v, dict(color="grey", marker="o")) for v in df["valuer_label"].unique()})
     names, star = j.display(df)
-    panels = _panels(df)
+    panels = split_panels(df)
     order = sorted(df["valuer_label"].unique())
     longest = max(len(names[v]) for v in order)
-    fig, axes = _figure(len(panels), width=3.4, height=1.2 + 0.38 * len(order), extra=0.07 * longest, sharey=True)
+    fig, axes = new_figure(len(panels), width=3.4, height=1.2 + 0.38 * len(order), extra=0.07 * longest, sharey=True)
     for ax, (title, g) in zip(axes, panels):  # valuers on the y axis: long labels stay readable
         data = [g.loc[g["valuer_label"] == v, "score"].to_numpy() for v in order]
         ax.boxplot(data, positions=range(len(order)), widths=0.6, showfliers=False, medianprops={"color": "black"},
@@ -184,19 +62,19 @@ def _fig2(j: _Jobs) -> Figure | str:
         ax.set_ylim(len(order) - 0.5, -0.5)  # the first valuer on top
         ax.set(title=title, ylabel="", xlabel="AUROC(c, -v)")
     fig.suptitle("Figure 2: corrupted-label detection")
-    _caption(fig, CAPTIONS["fig2"] + " Grey dashed: a random ranking's expected AUROC." + pooled + star + note)
+    add_caption(fig, CAPTIONS["fig2"] + " Grey dashed: a random ranking's expected AUROC." + pooled + star + note)
     return fig
 
 
-def _curve_figure(j: _Jobs, df: pd.DataFrame, name: str, title: str, note: str,
+def _curve_figure(j: Jobs, df: pd.DataFrame, name: str, title: str, note: str,
                   pairs: pd.DataFrame | None = None) -> Figure:
     """Filtering curves, one panel per dataset; ``pairs`` (Figure 5): dvgs jobs with the values file of
     the apc job of their cell, drawn as DVGS-against-APC scatter panels after the curves."""
     long = j.curves(df)
     names, star = j.display(df)
-    panels = _panels(long)
+    panels = split_panels(long)
     scatters = list(pairs.groupby("dataset_label")) if pairs is not None and len(pairs) else []
-    fig, axes = _figure(len(panels) + len(scatters), extra=2.0)
+    fig, axes = new_figure(len(panels) + len(scatters), extra=2.0)
     for ax, (dataset, g) in zip(axes[len(panels):], scatters):
         for v, gv in g.groupby("valuer_label"):
             xy = [(j.values(a), j.values(d)) for a, d in zip(gv["values_file_apc"], gv["values_file"])]
@@ -204,7 +82,7 @@ def _curve_figure(j: _Jobs, df: pd.DataFrame, name: str, title: str, note: str,
             r = np.corrcoef(x, y)[0, 1] if len(x) > 1 else float("nan")
             ax.scatter(x, y, s=10, alpha=0.6, edgecolor="none", label=f"{names[v]}: Pearson r = {r:.2f}",
                        **j.style[v])
-        ax.set(title=_short(dataset), xlabel="APC value", ylabel="DVGS value")
+        ax.set(title=short_label(dataset), xlabel="APC value", ylabel="DVGS value")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     for ax, (panel, g) in zip(axes, panels):
         for v, gv in g.groupby("valuer_label"):
@@ -229,20 +107,20 @@ def _curve_figure(j: _Jobs, df: pd.DataFrame, name: str, title: str, note: str,
     n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     measure = " Test score: AUROC for two classes, accuracy for more." if (long["mode"] != "unsupervised").any() else ""
     right = " Right: DVGS against APC values of the same source samples, pooled over seeds." if scatters else ""
-    _caption(fig, CAPTIONS[name] + f" Mean over {n} seed(s); band = ± 1 std over seeds." + measure + right + star
+    add_caption(fig, CAPTIONS[name] + f" Mean over {n} seed(s); band = ± 1 std over seeds." + measure + right + star
              + note)
     return fig
 
 
-def _scored(j: _Jobs, mask: pd.Series) -> pd.Series:
+def _scored(j: Jobs, mask: pd.Series) -> pd.Series:
     """The ok jobs under ``mask`` that have filtering scores."""
     scored = j.all[list(j.filtering)].notna().any(axis=1) if j.filtering else mask & False
     return mask & j.is_ok & scored
 
 
-def _filtering(kind: str, name: str, title: str, truth: str) -> Callable[[_Jobs], Figure | str]:
+def _filtering(kind: str, name: str, title: str, truth: str) -> Callable[[Jobs], Figure | str]:
     """Figures 3 and 4: the filtering curves of the cells whose corruption's truth is ``kind``."""
-    def make(j: _Jobs) -> Figure | str:
+    def make(j: Jobs) -> Figure | str:
         if not _scored(j, j.kind.eq(kind)).any():
             return NEED + f"filtering scores (--metrics 'filtering') of jobs with {truth}"
         df, note = j.select(j.kind.eq(kind))
@@ -250,7 +128,7 @@ def _filtering(kind: str, name: str, title: str, truth: str) -> Callable[[_Jobs]
     return make
 
 
-def _fig5(j: _Jobs) -> Figure | str:
+def _fig5(j: Jobs) -> Figure | str:
     clean = j.all["corruption"].eq("none")
     if not {"dvgs", "apc"} <= set(j.all.loc[_scored(j, clean), "valuer"]):
         return NEED + ("filtering scores of valuers dvgs and apc on uncorrupted data "
@@ -265,7 +143,7 @@ def _fig5(j: _Jobs) -> Figure | str:
     return _curve_figure(j, df, "fig5", "Figure 5: filtering on DVGS and APC values", note, pairs)
 
 
-def _fig6(j: _Jobs) -> Figure | str:
+def _fig6(j: Jobs) -> Figure | str:
     auroc = j.score("corruption-auroc")
     dvgs = j.all["valuer"].eq("dvgs") & j.kind.eq("mask")
     if auroc is None or auroc[dvgs & j.is_ok].notna().sum() == 0 \
@@ -274,11 +152,11 @@ def _fig6(j: _Jobs) -> Figure | str:
     df, note = j.select(dvgs)
     df = df.assign(score=auroc[df.index]).dropna(subset=["score"])
     names, star = j.display(df)
-    fig, (ax,) = _figure(1, width=5.2, height=3.8)
+    fig, (ax,) = new_figure(1, width=5.2, height=3.8)
     for i, (dataset, g) in enumerate(df.groupby("dataset_label")):
         x = np.sort(g["score"].to_numpy())
         ax.step(np.r_[x[0], x], np.r_[0, np.arange(1, len(x) + 1) / len(x)], where="post", color="black",
-                linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{_short(dataset)} (n={len(x)})")
+                linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{short_label(dataset)} (n={len(x)})")
     top = df["score"].max()
     share = float((df["score"] >= 0.9 * top).mean())
     ax.axvline(0.9 * top, color="tab:red", linestyle="--", linewidth=1,
@@ -286,12 +164,12 @@ def _fig6(j: _Jobs) -> Figure | str:
     ax.set(xlabel="AUROC(c, -v)", ylabel="fraction of jobs ≤ AUROC", ylim=(0, 1.02))
     ax.legend(loc="upper left", fontsize=8)
     fig.suptitle("Figure 6: DVGS robustness to its hyper-parameters")
-    _caption(fig, CAPTIONS["fig6"] + f" {len(df)} jobs (configuration x seed) over {df['valuer_label'].nunique()} "
+    add_caption(fig, CAPTIONS["fig6"] + f" {len(df)} jobs (configuration x seed) over {df['valuer_label'].nunique()} "
              "configurations." + star + note)
     return fig
 
 
-def _fig7(j: _Jobs) -> Figure | str:
+def _fig7(j: Jobs) -> Figure | str:
     apc = j.all["valuer"].eq("apc")
     if not (apc & j.is_ok & j.all["values_file"].notna()).any():
         return NEED + "jobs of valuer apc with stored values (dataset lincs gives the APC annotation)"
@@ -299,17 +177,17 @@ def _fig7(j: _Jobs) -> Figure | str:
         return NEED + "the stored values of the apc jobs (draw_store, or draw(..., values=loader))"
     df, note = j.select(apc)
     star = j.display(df)[1]
-    fig, (ax,) = _figure(1, width=5.2, height=3.8)
+    fig, (ax,) = new_figure(1, width=5.2, height=3.8)
     groups = list(df.dropna(subset=["values_file"]).groupby("dataset_label"))
     for i, (dataset, g) in enumerate(groups):
         v = np.concatenate([np.asarray(j.values(f), dtype=float).ravel() for f in g["values_file"]])
         ax.hist(v, bins=40, histtype="step", density=len(groups) > 1, color="black", linewidth=1.3,
-                linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{_short(dataset)}: {len(v)} values, {len(g)} job(s)")
+                linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{short_label(dataset)}: {len(v)} values, {len(g)} job(s)")
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="APC = 0.5 (high-APC threshold)")
     ax.set(xlabel="APC", ylabel="density" if len(groups) > 1 else "source samples")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.suptitle("Figure 7: APC distribution")
-    _caption(fig, CAPTIONS["fig7"] + " Pooled over the jobs of each dataset (a sample drawn in several seeds "
+    add_caption(fig, CAPTIONS["fig7"] + " Pooled over the jobs of each dataset (a sample drawn in several seeds "
              "counts once per seed)." + star + note)
     return fig
 
@@ -327,13 +205,6 @@ def _minor(ax, v: float) -> str:
     lo, hi = ax.get_ylim()
     lead = round(v / 10 ** np.floor(np.log10(v)), 6)
     return f"{v:g}" if lo > 0 and np.log10(hi / lo) < 2 and lead in (2, 5) else ""
-
-
-def _natural_label(key) -> list:
-    """Sort key of a label or tuple of labels: 'adult[n_source=500]' before 'adult[n_source=3777]',
-    numbers by value and before text."""
-    parts = re.split(r"(\d+(?:\.\d+)?)", " / ".join(map(str, key if isinstance(key, tuple) else (key,))))
-    return [(0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts)]
 
 
 def _series(df: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -354,7 +225,7 @@ def _lines(ax, df: pd.DataFrame, x: str, y: str, pool: bool = False) -> bool:
     if pooled:
         keys = [k for k in keys if not k.startswith("dataset.")]
     groups = list(df.groupby([df[k].astype(str) for k in keys])) if keys else [((), df)]
-    groups.sort(key=lambda kg: _natural_label(kg[0]))
+    groups.sort(key=lambda kg: natural_label(kg[0]))
     for i, (key, g) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         stats = g.groupby(x)[y].agg(["mean", "std"]).sort_index()
@@ -374,7 +245,7 @@ def _lines(ax, df: pd.DataFrame, x: str, y: str, pool: bool = False) -> bool:
     return pooled
 
 
-def _fig8(j: _Jobs) -> Figure | str:
+def _fig8(j: Jobs) -> Figure | str:
     df, note = j.select(j.all["valuer"].eq("dvgs"))
     df = df.dropna(subset=["wall_s"])
     auroc = j.score("corruption-auroc")
@@ -389,7 +260,7 @@ def _fig8(j: _Jobs) -> Figure | str:
     if not panels:
         return NEED + "one dvgs configuration run at two or more numbers of source samples (dataset n_source) " \
                       "or periods T (dvgs period)"
-    fig, axes = _figure(len(panels), width=4.4, height=4.6)
+    fig, axes = new_figure(len(panels), width=4.4, height=4.6)
     text = {"n": ("dataset.n_source", "wall_s", "source samples", "runtime (s)", "runtime vs source size"),
             "t": ("valuer.period", "wall_s", "period T", "runtime (s)", "runtime vs T"),
             "auroc": ("valuer.period", "auroc", "period T", "AUROC(c, -v)", "corrupted-label AUROC vs T")}
@@ -403,7 +274,7 @@ def _fig8(j: _Jobs) -> Figure | str:
             ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _, ax=ax: _minor(ax, v)))
     fig.suptitle("Figure 8: DVGS scalability")
     stopped = STAR if df["stopped_early"].fillna(False).astype(bool).any() else ""
-    _caption(fig, CAPTIONS["fig8"] + " Mean ± 1 std over seeds; lines are the configurations that vary "
+    add_caption(fig, CAPTIONS["fig8"] + " Mean ± 1 std over seeds; lines are the configurations that vary "
              "(dvgs and dataset parameters)." + stopped + note)
     return fig
 
@@ -414,16 +285,6 @@ FIGURES = {
     "fig4": _filtering("noise", "fig4", "Figure 4: filtering, feature noise", "feature noise (noise-rate truth)"),
     "fig5": _fig5, "fig6": _fig6, "fig7": _fig7, "fig8": _fig8,
 }
-
-
-def _save(fig: Figure, stem: Path, formats: tuple[str, ...]) -> list[Path]:
-    paths = []
-    for fmt in formats:
-        path = stem.with_suffix("." + fmt)
-        meta = {"Software": None} if fmt == "png" else {"CreationDate": None}  # the same bytes for the same data
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=meta)
-        paths.append(path)
-    return paths
 
 
 def draw(jobs: pd.DataFrame, out_dir: str | Path, store=None, *, values: Values | None = None,
@@ -446,7 +307,7 @@ def draw(jobs: pd.DataFrame, out_dir: str | Path, store=None, *, values: Values 
             truth_kinds = {r.label: r.truth_kind for r in info.itertuples() if isinstance(r.truth_kind, str)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    j = _Jobs(jobs, values, truth_kinds)
+    j = Jobs(jobs, values, truth_kinds)
     result: dict[str, list[Path] | str] = {}
     for name, make in FIGURES.items():
         if only is not None and name not in only:
@@ -456,7 +317,7 @@ def draw(jobs: pd.DataFrame, out_dir: str | Path, store=None, *, values: Values 
             continue
         with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1):
             fig = make(j)
-            result[name] = fig if isinstance(fig, str) else _save(fig, out / name, formats)
+            result[name] = fig if isinstance(fig, str) else save(fig, out / name, formats)
     return result
 
 
