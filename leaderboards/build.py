@@ -22,7 +22,7 @@ from valbench.api import paper_rows  # noqa: E402
 from valbench.plugins import build_registry  # noqa: E402
 from valbench.report.html import page  # noqa: E402
 from valbench.report.tables import render, rows  # noqa: E402
-from valbench.report.writer import _for_page, provenance, write_report  # noqa: E402
+from valbench.report.writer import page_caption, page_table, provenance, write_report  # noqa: E402
 from valbench.results import export, jobs_frame, metric_info, paper_frame  # noqa: E402
 from valbench.store import Store, open_existing  # noqa: E402
 
@@ -54,7 +54,7 @@ def machine(folder: Path, registry) -> tuple[str, list[tuple[str, object]]]:
             text.append(f"Table {number}: not in this store ({exc}).\n")
             continue
         text.append(render(t, shown, caption, number, "markdown"))
-        tables.append((f"{folder.name}: {caption}", _for_page(t.assign(_shown=",".join(shown)))))
+        tables.append((f"{folder.name}: {page_caption(caption)}", page_table(t.assign(_shown=",".join(shown)))))
     prov = provenance(jobs)
     body = "\n".join(text)
     section = (f"## `{folder.name}`\n\n{HOW.get(folder.name, '')}\n\n"

@@ -32,6 +32,16 @@ def test_report_writes_tables_figures_index_and_page(store, tmp_path, capsys):
     (out / "index.md").write_text((out / "index.md").read_text() + "\nSTALE-LINE\n")
     assert main(["report", "--results", str(store), "--out", str(out)]) == 0  # an earlier report is replaced
     assert "STALE-LINE" not in (out / "index.md").read_text() and not (out / "leaderboard.html").exists()
+    (out / "notes.md").write_text("mine")  # a file of the user's in the report folder is never deleted
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 2
+    assert "not part of the earlier report there (e.g. notes.md)" in capsys.readouterr().err
+    assert (out / "notes.md").read_text() == "mine"
+
+
+def test_report_into_the_current_folder(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--results", str(store), "--out", "."]) == 0 and (tmp_path / "index.md").exists()
+    assert main(["report", "--results", str(store), "--out", "."]) == 0  # and again: replaced
 
 
 def test_report_bad_inputs_are_one_line_errors_and_write_nothing(store, tmp_path, capsys):

@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="print the paper's Table 1, 2 or 3 from a results store")
     t.add_argument("number", type=int, choices=[1, 2, 3])
     t.add_argument("--results", default="runs/results.sqlite")
-    t.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    t.add_argument("--format", choices=["markdown", "latex", "csv"],
+                   help="default: from --output's extension (.md, .tex, .csv), else markdown")
     t.add_argument("--metric", help="score to show in table 1 or 2 (default: the metric declaring that table)")
     t.add_argument("--output", help="write to this file instead of standard output")
 
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="One row per job x score, with the job's configuration (plugin parameters as "
                                    "columns), status, timings and fits; the same as valbench.results.results(PATH).")
     e.add_argument("--results", default="runs/results.sqlite", help="results store (SQLite file)")
-    e.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    e.add_argument("--format", choices=["csv", "parquet"], help="default: from the file's extension, else csv")
     e.add_argument("--output", "-o", required=True, help="the file to write")
 
     rp = sub.add_parser("report", help="write every table and figure a store allows into a folder",
@@ -252,13 +253,28 @@ def _cmd_preset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format(output: str | None, given: str | None, by_suffix: dict[str, str], default: str) -> str:
+    """The format asked for, else the one --output's extension names; a mismatch is an error."""
+    suffix = os.path.splitext(output or "")[1].lower()
+    implied = by_suffix.get(suffix)
+    if given and implied and given != implied:
+        raise_config(f"--format {given} does not match the extension of {output} ({implied}); "
+                     "change one of them")
+    return given or implied or default
+
+
 def _cmd_table(args: argparse.Namespace) -> int:
     from valbench.report.tables import table
     from valbench.results import jobs_frame, metric_info, paper_frame
     from valbench.store import open_existing
 
+    fmt = _format(args.output, args.format, {".md": "markdown", ".markdown": "markdown", ".tex": "latex",
+                                             ".csv": "csv"}, "markdown")
+    if args.output and os.path.isdir(args.output):
+        raise_config(f"--output {args.output} is a folder; give a file name such as "
+                     f"{os.path.join(args.output, f'table{args.number}.md')}")
     with open_existing(args.results) as store:
-        text = table(jobs_frame(store), args.number, metric_info(store), args.format, args.metric, paper_frame(store))
+        text = table(jobs_frame(store), args.number, metric_info(store), fmt, args.metric, paper_frame(store))
     if args.output:
         with open(args.output, "w") as fh:
             fh.write(text)
@@ -270,7 +286,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from valbench.results import export
 
-    n = export(args.results, args.output, args.format)
+    n = export(args.results, args.output, _format(args.output, args.format, {".csv": "csv", ".parquet": "parquet",
+                                                                             ".pq": "parquet"}, "csv"))
     print(f"{args.output}: {n} rows (one per job x score) from {args.results}")
     return 0
 

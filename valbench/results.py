@@ -68,10 +68,17 @@ def jobs_frame(store: Store) -> pd.DataFrame:
 
 def long_frame(store: Store) -> pd.DataFrame:
     """One row per job x score (a job with no score, e.g. a failed one, has one row with
-    metric and value empty)."""
+    metric and value empty). ``metric`` is the stored name; ``metric_label`` and ``point``
+    split a curve's name ('filtering:remove-low@0.111' -> 'filtering', 'remove-low@0.111')."""
     df = _frame(store)
     scores = _scores(store)
-    return df.merge(scores, on="attempt", how="left")
+    parts = scores["metric"].str.split(":", n=1, expand=True).reindex(columns=[0, 1])
+    scores["metric_label"] = parts[0]  # 'filtering[replicates=1]' of 'filtering[replicates=1]:remove-low@0.111'
+    scores["point"] = parts[1]  # a curve's point ('remove-low@0.111', '0.050'); empty for a single score
+    out = df.merge(scores, on="attempt", how="left")
+    for col in ("started", "finished"):  # seconds since the epoch, and readable
+        out[f"{col}_utc"] = pd.to_datetime(out[col], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
 
 
 def metric_info(store: Store) -> pd.DataFrame:

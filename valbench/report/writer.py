@@ -21,18 +21,23 @@ from valbench.results import jobs_frame, metric_info, paper_frame
 from valbench.store import open_existing
 
 MARKER = "<!-- valbench report -->"
+MANIFEST = ".valbench-report"  # the files a report wrote, one per line
 TABLES = {1: "table1", 2: "table2", 3: "table3"}
 EXTENSIONS = {"markdown": "md", "latex": "tex", "csv": "csv"}
 
 
 def check_target(out: Path) -> None:
-    """Refuse a file, or a folder that is neither empty nor an earlier valbench report."""
+    """Refuse a file, or a folder that holds anything but an earlier valbench report (its
+    files are listed in MANIFEST: a file a user added there is never deleted)."""
     if out.is_file():
         raise ConfigError(f"{out} is a file; give a folder for the report")
     if out.is_dir() and any(out.iterdir()):
-        index = out / "index.md"
-        if not (index.is_file() and MARKER in index.read_text(errors="replace")):
-            raise ConfigError(f"{out} is a folder that holds other files; give a new or empty folder "
+        manifest = out / MANIFEST
+        ours = set(manifest.read_text().split()) | {MANIFEST} if manifest.is_file() else set()
+        others = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if others:
+            what = "other files" if not ours else "files that are not part of the earlier report there"
+            raise ConfigError(f"{out} holds {what} (e.g. {others[0]}); give a new or empty folder "
                               "(an earlier valbench report there is replaced)")
     if not out.parent.exists():
         raise ConfigError(f"the folder of {out} does not exist")
@@ -81,7 +86,7 @@ def write_report(results: str | Path, out: str | Path, html: bool = False) -> Pa
     """Write the report of the store at ``results`` into the folder ``out``."""
     from valbench.report import figures as figs
 
-    out = Path(out)
+    out = Path(out).resolve()  # '.' has no name to put a temporary folder beside
     check_target(out)
     with open_existing(results) as store:
         jobs, metrics, paper = jobs_frame(store), metric_info(store), paper_frame(store)
@@ -98,10 +103,11 @@ def write_report(results: str | Path, out: str | Path, html: bool = False) -> Pa
             if html:
                 from valbench.report.html import page
 
-                tables = [(caption, _for_page(t)) for caption, t, _ in made]
+                tables = [(page_caption(caption), page_table(t)) for caption, t, _ in made]
                 pictures = [(name, paths[0]) for name, paths in drawn.items() if not isinstance(paths, str)]
                 (tmp / "leaderboard.html").write_text(page("valbench leaderboard", tables, pictures, prov,
                                                            notes=f"From {Path(results).name}."))
+            (tmp / MANIFEST).write_text("\n".join(sorted(p.name for p in tmp.iterdir())) + "\n")
             _swap(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -109,7 +115,14 @@ def write_report(results: str | Path, out: str | Path, html: bool = False) -> Pa
     return out
 
 
-def _for_page(t: pd.DataFrame) -> pd.DataFrame:
+def page_caption(caption: str) -> str:
+    """A table's caption as the page shows it: columns instead of '±', a marks column instead of bold."""
+    return (caption.replace("mean ± std over seeds (n); best first and in bold",
+                                              "mean and std over seeds (n); best first, marked 'best'")
+            .replace("; best first and in bold;", "; best first, marked 'best';"))
+
+
+def page_table(t: pd.DataFrame) -> pd.DataFrame:
     """A table's numbers as the leaderboard page shows them (marks in a column of their own)."""
     shown = t["_shown"].iloc[0].split(",")
     page = t[shown + ["valuer"]].rename(columns={"dataset_label": "dataset", "corruption_label": "corruption"})
@@ -119,6 +132,9 @@ def _for_page(t: pd.DataFrame) -> pd.DataFrame:
     cols = ["n", "jobs", "mean", "std", "paper_mean", "paper_std"]
     cols += [c for c in ("p_vs_best", "total_mean", "fits_max") if c in t]
     page = page.join(t[cols])
+    for col in ("mean", "std", "paper_mean", "paper_std", "p_vs_best", "total_mean"):
+        if col in page:  # four significant digits: 9.571e-05 s reads as 0.0000957 on the page
+            page[col] = page[col].map(lambda v: float(f"{v:.4g}") if pd.notna(v) else v)
     if "total_mean" in t:  # Table 3: say the unit
         page = page.rename(columns={"mean": "valuation_s", "std": "std_s", "paper_mean": "paper_s",
                                     "total_mean": "total_s"}).drop(columns="paper_std")
@@ -126,13 +142,15 @@ def _for_page(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def _swap(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.{os.getpid()}.old")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    """Put the finished report in place: the earlier report's files out, the new ones in
+    (file by file: ``out`` itself may be the current folder)."""
+    out.mkdir(exist_ok=True)
+    manifest = out / MANIFEST
+    for name in (manifest.read_text().split() if manifest.is_file() else []):
+        (out / name).unlink(missing_ok=True)
+    for p in tmp.iterdir():
+        os.replace(p, out / p.name)
+    tmp.rmdir()
 
 
 def index(results, made, missing, drawn, prov, html: bool) -> str:
