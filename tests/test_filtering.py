@@ -71,3 +71,29 @@ def test_a_metric_returning_a_non_finite_number_fails_its_job(tmp_path, registry
 
     with open_existing(tmp_path / "r.sqlite") as store:
         assert "score 'corruption-found:0.100' is nan" in store.attempts()["error"].iloc[0]
+
+
+def test_a_metric_named_after_a_job_finished_is_scored_from_its_stored_values(tmp_path, registry):
+    """Review finding: a second run naming a new metric skipped the finished jobs and never
+    scored it. Now the finished jobs are scored from their stored values, once."""
+    from valbench import api
+    from valbench.grid import build_experiment
+    from valbench.results import jobs
+
+    base = {"datasets": "synthetic[n_source=40,n_target=20,n_test=20]", "corruptions": "labels",
+            "valuers": "random,knn-shapley", "seeds": 2, "metrics": "corruption-auroc"}
+    path = tmp_path / "r.sqlite"
+    api.run(build_experiment(base), path, registry=registry, device="cpu")
+    before = jobs(path)
+    more = build_experiment({**base, "metrics": "corruption-auroc,corruption-ap,filtering[fractions=2,replicates=1]"})
+    summary = api.run(more, path, registry=registry, device="cpu")
+    assert (summary.ok, summary.skipped, summary.rescored) == (0, 4, 4)
+    after = jobs(path)
+    assert after["corruption-ap"].notna().all() and after["filtering[fractions=2,replicates=1]:remove-low@0.500"].notna().all()
+    assert (after["corruption-auroc"] == before["corruption-auroc"]).all() and (after["metric_s"] > before["metric_s"]).all()
+    fresh = tmp_path / "fresh.sqlite"  # the same scores as if the metrics had been named from the start
+    api.run(more, fresh, registry=registry, device="cpu")
+    col = "filtering[fractions=2,replicates=1]:remove-low@0.500"
+    assert jobs(fresh)["corruption-ap"].tolist() == after["corruption-ap"].tolist()
+    assert jobs(fresh)[col].tolist() == after[col].tolist()  # retrains seeded alike
+    assert api.run(more, path, registry=registry, device="cpu").rescored == 0

@@ -6,6 +6,7 @@ writes nothing, and a second identical run skips every finished job.
 """
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -17,7 +18,9 @@ from valbench.executors import SerialExecutor, WorkerPool
 from valbench.grid import Experiment, expand, resolve_device
 from valbench.plugins import Registry, build_registry, option
 from valbench.provenance import provenance
-from valbench.runner import CellCache, precheck
+from valbench.errors import ValuationError
+from valbench.runner import CellCache, precheck, score_all, task_for
+from valbench.types import readonly
 from valbench.types import Job, JobResult
 from valbench.store import HEARTBEAT_S, Store, check_store_path, renew, run_owner
 
@@ -31,6 +34,7 @@ class RunSummary:
     ok: int
     failed: int
     elsewhere: int = 0  # taken by another run on the same store while this one ran
+    rescored: int = 0  # finished jobs scored with metrics they lacked (named after they ran)
 
 
 def plan(exp: Experiment, registry: Registry, device: str = "auto", done: set[str] = frozenset()
@@ -179,6 +183,7 @@ def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache
             registry.hook.job_started(job=job)
             return True
 
+        rescored = rescore(jobs, todo, store, cache)
         executor = pool if pool is not None else SerialExecutor(cache)
         ok = failed = 0
         try:
@@ -194,4 +199,30 @@ def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache
         finally:  # interrupted: what finished is stored; what was running is marked so, to run again
             with beat.lock:
                 store.interrupt(sorted(beat.held))
-    return RunSummary(len(jobs), len(jobs) - len(todo), ok, failed, elsewhere)
+    return RunSummary(len(jobs), len(jobs) - len(todo), ok, failed, elsewhere, rescored)
+
+
+def rescore(jobs: list[Job], todo: list[Job], store: Store, cache: CellCache) -> int:
+    """Score the finished jobs with the metrics this run names that they lack (a metric
+    named after the job ran, e.g. filtering added to a finished grid): from the stored
+    values, on the cell's data prepared afresh, in this process. Returns how many."""
+    planned = {j.key for j in todo}
+    done = 0
+    for job in jobs:
+        if job.key in planned:
+            continue
+        lacking = store.lacking(job)
+        if lacking is None:
+            continue
+        attempt, values_file, labels = lacking
+        job = dataclasses.replace(job, metrics=tuple(m for m in job.metrics if m.label in labels))
+        cell = cache.cell(job)
+        values = store.load_values(values_file)[0]
+        clock = time.perf_counter()
+        try:
+            scores = score_all(job, cell, task_for(job, cell), readonly(values))
+        except ValuationError as exc:
+            raise ValuationError(f"{job.describe()}: scoring its stored values failed: {exc}") from None
+        store.add_scores(attempt, scores, time.perf_counter() - clock)
+        done += 1
+    return done

@@ -188,6 +188,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for line in bar.failures:
                 print(f"  {line}", file=sys.stderr)
         elsewhere = f", {summary.elsewhere} taken by another run on the store" if summary.elsewhere else ""
+        if summary.rescored:
+            elsewhere += f"; {summary.rescored} finished jobs scored with metrics they lacked"
         print(f"{name + ': ' if many else ''}{summary.jobs} jobs: {summary.ok} ok, {summary.failed} failed, "
               f"{summary.skipped} already in {args.results}{elsewhere}")
         failed += summary.failed

@@ -270,6 +270,26 @@ class Store:
                 "INSERT INTO scores VALUES (?,?,?)", [(attempt_id, m, v) for m, v in result.scores.items()]
             )
 
+    def lacking(self, job: Job) -> tuple[int, str, list[str]] | None:
+        """(attempt, values file, labels) of the job's metrics its latest ok attempt has no
+        score of (a metric named after the job ran); None if nothing is lacking."""
+        row = self.con.execute("SELECT id, values_file FROM attempts WHERE job_key=? AND status='ok' "
+                               "ORDER BY id DESC LIMIT 1", (job.key,)).fetchone()
+        if row is None or row[1] is None:
+            return None
+        have = {r[0].split(":", 1)[0] for r in self.con.execute("SELECT metric FROM scores WHERE attempt_id=?",
+                                                                 (row[0],))}
+        labels = [m.label for m in job.metrics if m.label not in have]
+        return (row[0], row[1], labels) if labels else None
+
+    def add_scores(self, attempt_id: int, scores: dict[str, float], seconds: float) -> None:
+        """Scores of metrics named after the attempt finished (its scoring time grows by ``seconds``)."""
+        with self.con:
+            self.con.executemany("INSERT OR IGNORE INTO scores VALUES (?,?,?)",
+                                 [(attempt_id, m, v) for m, v in scores.items()])
+            self.con.execute("UPDATE attempts SET metric_s = COALESCE(metric_s, 0) + ? WHERE id=?",
+                             (seconds, attempt_id))
+
     def record_metrics(self, rows: list[tuple[str, str, bool, int | None, str | None]]) -> None:
         """What tables need to know of each metric (label, name, higher_is_better,
         paper_table, truth_kind), recorded at run time so that reports need no plugin."""
