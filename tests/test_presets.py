@@ -420,8 +420,9 @@ def test_a_run_says_where_its_results_went(capsys, tmp_path):
     rc, out, _ = run_cli(capsys, "run", "--in-process", "--valuers", "random", "--datasets",
                          "synthetic[n_source=40,n_target=20,n_test=20]", "--corruptions", "labels", "--results", res)
     assert rc == 0
-    assert out.splitlines()[-1] == (f"results in {res}; print them with: valbench table 1 --results {res} "
-                                    "(table 2: feature noise, table 3: runtime)")
+    assert out.splitlines()[-1] == (f"results in {res}; tables: valbench table 1|2|3 --results {res} (corrupted "
+                                    f"labels, feature noise, runtime); everything with figures: valbench report "
+                                    f"--results {res} --out report")
 
 
 def test_a_preset_run_stores_the_published_numbers_beside_its_cells(capsys, tmp_path):

@@ -193,8 +193,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{name + ': ' if many else ''}{summary.jobs} jobs: {summary.ok} ok, {summary.failed} failed, "
               f"{summary.skipped} already in {args.results}{elsewhere}")
         failed += summary.failed
-    print(f"results in {args.results}; print them with: valbench table 1 --results {args.results} "
-          "(table 2: feature noise, table 3: runtime)")
+    print(f"results in {args.results}; tables: valbench table 1|2|3 --results {args.results} (corrupted labels, "
+          f"feature noise, runtime); everything with figures: valbench report --results {args.results} --out report")
     return 1 if failed else 0
 
 
