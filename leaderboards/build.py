@@ -31,7 +31,9 @@ HOW = {  # how each machine's store was made (the scripts are beside it)
             "the tabular suite with every valuer timed on the GPU (CUDA-synchronised); the retraining valuers "
             "at the budgets in their labels. Raw output: `benchmarks/results/h200-2026-11-29/`.",
     "cpu-2core": "`bash leaderboards/cpu-2core/run.sh` on the 2-core development machine (no GPU, other work "
-                 "running beside it: its times are upper bounds); budgets in the valuer and metric labels.",
+                 "running beside it: its times are upper bounds); budgets in the valuer and metric labels. The "
+                 "steps ran over an hour in which valbench's reporting code changed; every attempt records the "
+                 "commit it ran at (listed below), and no valuer, dataset or metric changed in between.",
 }
 
 
