@@ -56,7 +56,7 @@ def machine(folder: Path, registry) -> tuple[str, list[tuple[str, object]]]:
             text.append(f"Table {number}: not in this store ({exc}).\n")
             continue
         text.append(render(t, shown, caption, number, "markdown"))
-        tables.append((f"{folder.name}: {page_caption(caption)}", page_table(t.assign(_shown=",".join(shown)))))
+        tables.append((f"{folder.name}, {page_caption(caption)}", page_table(t.assign(_shown=",".join(shown)))))
     prov = provenance(jobs)
     body = "\n".join(text)
     section = (f"## `{folder.name}`\n\n{HOW.get(folder.name, '')}\n\n"
