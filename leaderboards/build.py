@@ -113,8 +113,9 @@ JOIN = """
 3. Open a pull request that adds your store under `leaderboards/<your-machine>/results.sqlite`
    (with its `.values` folder) and the exact commands in a `run.sh` beside it, or that
    merges it into an existing machine's store made on the same hardware
-   (`valbench merge OURS.sqlite mine.sqlite -o merged.sqlite`). CI regenerates the rest
-   with `python leaderboards/build.py`; tables are never edited by hand.
+   (`valbench merge OURS.sqlite mine.sqlite -o merged.sqlite`), with what
+   `python leaderboards/build.py` then writes. Tables are never edited by hand: a test
+   (tests/test_leaderboards.py) fails when this README does not match its stores.
 """
 
 NOTES = ("valbench's leaderboards: every machine's Tables 1-3. Sort by any column, filter by dataset and "
