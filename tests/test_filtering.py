@@ -97,3 +97,23 @@ def test_a_metric_named_after_a_job_finished_is_scored_from_its_stored_values(tm
     assert jobs(fresh)["corruption-ap"].tolist() == after["corruption-ap"].tolist()
     assert jobs(fresh)[col].tolist() == after[col].tolist()  # retrains seeded alike
     assert api.run(more, path, registry=registry, device="cpu").rescored == 0
+
+
+def test_batched_training_gives_the_same_kind_of_curve():
+    """filtering[training=batched] trains every subset's model at once (as LOO does): the
+    same names, q = 0 once for both directions, and the same orientation as the default."""
+    task, mask = easy_task(n_source=200, n_target=50)
+    task = task.__class__(**{**task.__dict__, "learner": task.learner.with_recipe(epochs=60, lr=1e-2, batch_size=50)})
+    test = easy_task(seed=1, n_source=10, n_target=300)[0].target
+    ideal = -mask + 1e-6 * np.arange(len(mask))
+    batched = Filtering(fractions=3, max_fraction=0.4, replicates=2, training="batched")
+    good = batched.score(ideal, Truth("mask", mask), task=task, test=test)
+    bad = batched.score(-ideal, Truth("mask", mask), task=task, test=test)
+    default = Filtering(fractions=3, max_fraction=0.4, replicates=2).score(ideal, Truth("mask", mask), task=task,
+                                                                           test=test)
+    assert good.keys() == default.keys() and good["remove-low@0.000"] == good["remove-high@0.000"]
+    assert good["remove-low@0.000"] == bad["remove-low@0.000"]  # the same subset, initialisation and masks
+    assert bad["remove-low@0.400"] < good["remove-low@0.400"] - 0.01
+    assert abs(good["remove-low@0.400"] - default["remove-low@0.400"]) < 0.1
+    with pytest.raises(ValueError, match="training must be minibatch or batched"):
+        Filtering(training="fast").validate()
