@@ -410,9 +410,11 @@ def test_a_file_naming_presets_runs_them(capsys, tmp_path):
                          "--seeds", "1", "--results", str(tmp_path / "r.sqlite"))
     assert rc == 0
     assert out.splitlines() == ["adult / labels / random / seed 0", f"exp1: 1 jobs: 1 would run, 0 finished or failed in "
-                                f"{tmp_path / 'r.sqlite'} (nothing was run or written)",
+                                f"{tmp_path / 'r.sqlite'} (nothing was run or written); scored with corruption-auroc, "
+                                "corruption-ap, corruption-found, filtering",
                                 "adult / features / random / seed 0", f"exp4: 1 jobs: 1 would run, 0 finished or "
-                                f"failed in {tmp_path / 'r.sqlite'} (nothing was run or written)"]
+                                f"failed in {tmp_path / 'r.sqlite'} (nothing was run or written); scored with "
+                                "noise-spearman, filtering"]
 
 
 def test_a_run_says_where_its_results_went(capsys, tmp_path):

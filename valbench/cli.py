@@ -171,8 +171,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for (name, _, _), (jobs, todo, _) in zip(runs, planned):
             for job in todo:
                 print(job.describe())
+            labels = list(dict.fromkeys(m.label for job in todo for m in job.metrics))  # filtering costs retrains
             print(f"{name + ': ' if many else ''}{len(jobs)} jobs: {len(todo)} would run, {len(jobs) - len(todo)} "
-                  f"finished or failed in {args.results} (nothing was run or written)")
+                  f"finished or failed in {args.results} (nothing was run or written)"
+                  + (f"; scored with {', '.join(labels)}" if labels else ""))
         return 0
     memory = int(args.memory_limit * 2**30) if args.memory_limit else None
     failed = 0
