@@ -8,7 +8,6 @@ label-error literature (e.g. cleanlab) reports it beside AUROC. Higher is better
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from valbench import hookimpl
 from valbench.types import Truth
@@ -21,6 +20,7 @@ class CorruptionAP:
     higher_is_better = True
 
     def score(self, values: np.ndarray, truth: Truth) -> float:
+        from sklearn.metrics import average_precision_score  # here: loading all plugins stays fast
         mask = np.asarray(truth.values)
         if mask.max() == 0:
             raise ValueError("average precision needs at least one corrupted sample")

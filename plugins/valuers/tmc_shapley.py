@@ -29,7 +29,6 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from valbench import hookimpl
 from valbench.training.stacked import training_label
@@ -76,6 +75,7 @@ class Stopping:
         self.statistic: float | None = None
 
     def add(self, marginals: np.ndarray) -> None:
+        from scipy.stats import spearmanr  # here: loading all plugins stays fast
         previous = self.total / self.count if self.count else None
         self.total += marginals
         self.count += 1
