@@ -203,3 +203,14 @@ def test_lincs_passes_the_conformance_kit_on_files_in_the_published_format(relea
     params = dict(path=str(release[0]), n_source=6, n_target=3, high_apc="none")
     report = {o.check: (o.status, o.detail) for o in check_plugin(Lincs, params, kind="dataset")}
     assert all(status == PASSED for status, _ in report.values()), report
+
+
+def test_the_autoencoder_widths_are_the_datasets_parameters(release):
+    """exp8 uses 978-250-32 (the default), exp9/10 the paper's 978-256-64 (lincs[hidden=256,latent=64])."""
+    folder, _ = release
+    kw = dict(path=str(folder), n_source=8, n_target=3, n_test=3, high_apc="none")
+    default = Lincs(**kw).load(0).learner
+    wide = Lincs(**kw, hidden=256, latent=64).load(0).learner
+    assert (default.architecture, default.hidden, default.latent) == ("mlp-autoencoder", (250,), 32)
+    assert (wide.hidden, wide.latent, wide.in_features) == ((256,), 64, default.in_features)
+    assert (wide.lr, wide.epochs, wide.batch_size) == (1e-3, 300, 500)  # the paper's LINCS retraining recipe

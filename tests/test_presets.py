@@ -74,6 +74,9 @@ def expected(n: int) -> dict:
     sizes_cell = row["source / target / test"]
     if name == "lincs":
         params["balance"] = "balanced" in sizes_cell
+        widths = re.search(r"AE 978-(\d+)-(\d+)", data)  # exp8: the default 978-250-32
+        if widths and widths.groups() != ("250", "32"):
+            params.update(hidden=int(widths.group(1)), latent=int(widths.group(2)))
     sizes = [s.strip() for s in sizes_cell.split(",")[0].split("/")]
 
     def size(cell: str):

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from valbench import hookimpl
+from valbench.training.models import default_learner
 from valbench.datautil import (cached_array, check_sizes, dataset_dir, files_fingerprint, load_once, missing,
                                sha256_bytes, weighted_sample)
 from valbench.errors import DataError
@@ -272,10 +273,11 @@ class Lincs:
     def __init__(self, *, path: str | None = None, level5: str = LEVEL5, level4: str = LEVEL4,
                  high_apc: Literal["all", "target", "none"] = "all", apc_threshold: float = 0.5,
                  balance: bool = False, n_source: int = 20000, n_target: int = 2000, n_test: int | None = None,
-                 max_replicates: int = 250):
+                 max_replicates: int = 250, hidden: int = 250, latent: int = 32):
         self.path, self.level5, self.level4 = path, level5, level4
         self.high_apc, self.apc_threshold, self.balance = high_apc, apc_threshold, balance
         self.n_source, self.n_target, self.n_test, self.max_replicates = n_source, n_target, n_test, max_replicates
+        self.hidden, self.latent = hidden, latent  # the autoencoder 978-hidden-latent (exp9/10: 256, 64)
 
     def validate(self) -> None:
         check_sizes(n_source=self.n_source, n_target=self.n_target, n_test=self.n_test)
@@ -283,6 +285,8 @@ class Lincs:
             raise ValueError(f"apc_threshold must be in [-1, 1), got {self.apc_threshold}")
         if self.max_replicates < 2:
             raise ValueError(f"max_replicates must be >= 2, got {self.max_replicates}")
+        if self.hidden < 1 or self.latent < 1:
+            raise ValueError(f"hidden and latent must be >= 1, got {self.hidden} and {self.latent}")
 
     def files(self) -> tuple[Path, Path, Path, Path]:
         folder = dataset_dir("lincs", self.path)
@@ -339,7 +343,10 @@ class Lincs:
                 x = x.astype(np.float32)
                 return Split(x, x)
             sets = rows(source), rows(target), rows(test)
-        return Splits(*sets, n_classes=None, source_annotations={"apc": prep.apc[source].copy()})
+        # the default unsupervised learner with this dataset's widths (the paper: 978-250-32 in
+        # exp8, 978-256-64 in exp9/10), its recipe as the paper's LINCS filtering row
+        learner = default_learner(len(prep.genes), None).with_recipe(hidden=(self.hidden,), latent=self.latent)
+        return Splits(*sets, n_classes=None, learner=learner, source_annotations={"apc": prep.apc[source].copy()})
 
 
 @hookimpl
