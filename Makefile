@@ -9,9 +9,10 @@ TORCH_INDEX ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= runs/demo.sqlite
-# Idle OpenMP threads sleep instead of spinning: on a machine shared with other busy
-# processes, spinning made the 2-thread demo ~25x slower (11.6 min instead of 29 s).
-export OMP_WAIT_POLICY ?= PASSIVE
+# The test run's idle OpenMP threads sleep instead of spinning: CI machines are shared, and
+# spinning beside busy processes made a 2-thread run ~25x slower (11.6 min instead of 29 s).
+# valbench itself chooses by the machine's load (README, "OpenMP threads and speed").
+test test-all: export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-all
 

@@ -150,3 +150,20 @@ def test_argparse_errors_are_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice: 'gpu'" in err
+
+
+def test_the_wait_policy_spins_only_on_an_idle_machine(monkeypatch):
+    """benchmarks/thread_policy.py: spinning is fastest on a quiet machine and 2x slower than
+    sleeping beside a busy neighbour; an exported OMP_WAIT_POLICY always wins."""
+    from valbench import cli
+
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.3, 0.0, 0.0))
+    assert cli.wait_policy() == "ACTIVE"
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.1, 0.0, 0.0))
+    assert cli.wait_policy() == "PASSIVE"
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 16)
+    assert cli.wait_policy() == "ACTIVE"  # one busy core of 16 leaves the machine idle enough
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert cli.main(["plugins"]) == 0 and cli.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

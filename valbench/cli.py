@@ -366,10 +366,21 @@ COMMANDS = {"run": _cmd_run, "preset": _cmd_preset, "table": _cmd_table, "export
             "plugins": _cmd_plugins, "check": _cmd_check, "merge": _cmd_merge}
 
 
+def wait_policy() -> str:
+    """OpenMP's wait policy for this run: spin (ACTIVE) on an idle machine, sleep (PASSIVE)
+    beside busy processes. DVGS exp1 on the 2-core development machine, median of 3
+    (benchmarks/thread_policy.py): quiet, ACTIVE 1.3 s and PASSIVE 4.3 s; beside one
+    spinning neighbour, ACTIVE 4.4 s and PASSIVE 2.2 s. Idle = a 1-minute load average
+    under max(0.5, cores / 4) when the run starts (a neighbour that starts later is not seen)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average (Windows): the safe choice
+        return "PASSIVE"
+    return "ACTIVE" if load < max(0.5, (os.cpu_count() or 1) / 4) else "PASSIVE"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    # Idle OpenMP threads sleep instead of spinning (set before torch loads; export
-    # OMP_WAIT_POLICY=ACTIVE to override): spinning made runs 5-25x slower on a shared machine.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_WAIT_POLICY", wait_policy())  # before torch loads; an exported value wins
     args = _parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # a scheduler's SIGTERM stops the run cleanly
         signal.signal(signal.SIGTERM, _terminate)
