@@ -21,10 +21,9 @@ sys.path.insert(0, str(HERE.parent))  # the checkout's valbench, also without in
 from valbench.api import paper_rows  # noqa: E402
 from valbench.plugins import build_registry  # noqa: E402
 from valbench.report.html import page  # noqa: E402
-from valbench.report.tables import render, rows  # noqa: E402
-from valbench.report.writer import page_caption, page_table, provenance, write_report  # noqa: E402
+from valbench.report.writer import page_caption, page_table, provenance, tables, write_report  # noqa: E402
 from valbench.results import export, jobs_frame, metric_info, paper_frame  # noqa: E402
-from valbench.store import Store, open_existing  # noqa: E402
+from valbench.store import Store  # noqa: E402
 
 HOW = {  # how each machine's store was made (the scripts are beside it)
     "h200": "`OUT=... bash benchmarks/gpu_suite.sh` on one NVIDIA H200 (torch 2.11+cu130, 16 CPU cores), "
@@ -39,24 +38,15 @@ HOW = {  # how each machine's store was made (the scripts are beside it)
 
 def machine(folder: Path, registry) -> tuple[str, list[tuple[str, object]]]:
     store_path = folder / "results.sqlite"
-    with open_existing(store_path) as store:
+    with Store(store_path) as store:  # the paper's numbers beside this store's cells, then what the tables need
         jobs = jobs_frame(store)
-    cells = set(jobs[["dataset_label", "corruption_label", "mode"]].itertuples(index=False, name=None))
-    with Store(store_path) as store:
+        cells = set(jobs[["dataset_label", "corruption_label", "mode"]].itertuples(index=False, name=None))
         store.record_paper(paper_rows(cells, registry))
+        made, missing = tables(jobs, metric_info(store), paper_frame(store))
     write_report(store_path, folder / "report", html=True)
     export(store_path, folder / "results.csv")
-    with open_existing(store_path) as store:
-        jobs, metrics, paper = jobs_frame(store), metric_info(store), paper_frame(store)
-    text, tables = [], []
-    for number in (1, 2, 3):
-        try:
-            t, shown, caption = rows(jobs, number, metrics, paper)
-        except Exception as exc:  # noqa: BLE001 - a table the store cannot fill is said so
-            text.append(f"Table {number}: not in this store ({exc}).\n")
-            continue
-        text.append(render(t, shown, caption, number, "markdown"))
-        tables.append((f"{folder.name}, {page_caption(caption)}", page_table(t.assign(_shown=",".join(shown)))))
+    text = [t.text("markdown") for t in made] + [f"Table {n}: not in this store ({why}).\n" for n, why in missing.items()]
+    shown = [(f"{folder.name}, {page_caption(t.caption)}", page_table(t)) for t in made]
     prov = provenance(jobs)
     body = "\n".join(text)
     section = (f"## `{folder.name}`\n\n{HOW.get(folder.name, '')}\n\n"
@@ -65,20 +55,20 @@ def machine(folder: Path, registry) -> tuple[str, list[tuple[str, object]]]:
                f"[{folder.name}/report/leaderboard.html]({folder.name}/report/leaderboard.html) · every result: "
                f"[{folder.name}/results.csv]({folder.name}/results.csv) · store: `{folder.name}/results.sqlite`\n\n"
                + body)
-    return section, tables
+    return section, shown
 
 
 def main() -> None:
     registry = build_registry(autoload=False)  # valbench's own plugins: the labels of the presets' cells
-    sections, tables = [], []
-    for folder in sorted(p.parent for p in HERE.glob("*/results.sqlite")):
-        s, t = machine(folder, registry)
-        sections.append(s)
-        tables += t
-    readme = HEAD + "\n".join(sections) + JOIN
-    (HERE / "README.md").write_text(readme)
-    (HERE / "index.html").write_text(page("valbench leaderboards", tables, [], {"machines": ", ".join(
-        p.parent.name for p in sorted(HERE.glob("*/results.sqlite")))}, notes=NOTES))
+    folders = sorted(p.parent for p in HERE.glob("*/results.sqlite"))
+    sections, pages = [], []
+    for folder in folders:
+        section, shown = machine(folder, registry)
+        sections.append(section)
+        pages += shown
+    (HERE / "README.md").write_text(HEAD + "\n".join(sections) + JOIN)
+    (HERE / "index.html").write_text(page("valbench leaderboards", pages, [],
+                                          {"machines": ", ".join(f.name for f in folders)}, notes=NOTES))
     shutil.rmtree(HERE / "__pycache__", ignore_errors=True)
     print(f"wrote {HERE / 'README.md'} and {HERE / 'index.html'}")
 

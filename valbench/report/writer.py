@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +21,7 @@ from valbench.report.tables import render, rows
 from valbench.results import jobs_frame, metric_info, paper_frame
 from valbench.store import open_existing
 
-MARKER = "<!-- valbench report -->"
 MANIFEST = ".valbench-report"  # the files a report wrote, one per line
-TABLES = {1: "table1", 2: "table2", 3: "table3"}
 EXTENSIONS = {"markdown": "md", "latex": "tex", "csv": "csv"}
 
 
@@ -67,18 +66,31 @@ def provenance(jobs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def _tables(jobs, metrics, paper, folder: Path) -> tuple[list[tuple[str, pd.DataFrame, str]], dict[int, str]]:
-    """Write every table the store allows; (caption, numbers, markdown) of each, and why not for the rest."""
+@dataclass(frozen=True)
+class Table:
+    """One of Tables 1-3 as a store gives it (valbench.report.tables.rows)."""
+
+    number: int
+    numbers: pd.DataFrame
+    shown: list[str]  # the row-group columns the table shows
+    caption: str
+
+    @property
+    def name(self) -> str:
+        return f"table{self.number}"
+
+    def text(self, fmt: str) -> str:
+        return render(self.numbers, self.shown, self.caption, self.number, fmt)
+
+
+def tables(jobs: pd.DataFrame, metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[list[Table], dict[int, str]]:
+    """Every table the store allows, and why not for the others."""
     made, missing = [], {}
-    for number, name in TABLES.items():
+    for number in (1, 2, 3):
         try:
-            t, shown, caption = rows(jobs, number, metrics, paper)
+            made.append(Table(number, *rows(jobs, number, metrics, paper)))
         except (StoreError, ConfigError) as exc:
             missing[number] = str(exc)
-            continue
-        for fmt, ext in EXTENSIONS.items():
-            (folder / f"{name}.{ext}").write_text(render(t, shown, caption, number, fmt))
-        made.append((caption, t.assign(_shown=",".join(shown)), render(t, shown, caption, number, "markdown")))
     return made, missing
 
 
@@ -96,16 +108,19 @@ def write_report(results: str | Path, out: str | Path, html: bool = False) -> Pa
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            made, missing = _tables(jobs, metrics, paper, tmp)
+            made, missing = tables(jobs, metrics, paper)
+            for table in made:
+                for fmt, ext in EXTENSIONS.items():
+                    (tmp / f"{table.name}.{ext}").write_text(table.text(fmt))
             drawn = figs.draw(jobs, tmp, store)
             prov = provenance(jobs)
             (tmp / "index.md").write_text(index(results, made, missing, drawn, prov, html))
             if html:
                 from valbench.report.html import page
 
-                tables = [(page_caption(caption), page_table(t)) for caption, t, _ in made]
+                shown = [(page_caption(t.caption), page_table(t)) for t in made]
                 pictures = [(name, paths[0]) for name, paths in drawn.items() if not isinstance(paths, str)]
-                (tmp / "leaderboard.html").write_text(page("valbench leaderboard", tables, pictures, prov,
+                (tmp / "leaderboard.html").write_text(page("valbench leaderboard", shown, pictures, prov,
                                                            notes=f"From {Path(results).name}."))
             (tmp / MANIFEST).write_text("\n".join(sorted(p.name for p in tmp.iterdir())) + "\n")
             _swap(tmp, out)
@@ -122,10 +137,10 @@ def page_caption(caption: str) -> str:
             .replace("; best first and in bold;", "; best first, marked 'best';"))
 
 
-def page_table(t: pd.DataFrame) -> pd.DataFrame:
+def page_table(table: Table) -> pd.DataFrame:
     """A table's numbers as the leaderboard page shows them (marks in a column of their own)."""
-    shown = t["_shown"].iloc[0].split(",")
-    page = t[shown + ["valuer"]].rename(columns={"dataset_label": "dataset", "corruption_label": "corruption"})
+    t = table.numbers
+    page = t[table.shown + ["valuer"]].rename(columns={"dataset_label": "dataset", "corruption_label": "corruption"})
     marks = ["best" if b else "" for b in t["best"]]  # beside the valuer: a wide table scrolls
     marks = [f"{m} *".strip() if s else m for m, s in zip(marks, t["stopped"])]
     page["marks"] = [f"{m} {note}".strip() for m, note in zip(marks, t["note"])]
@@ -154,14 +169,12 @@ def _swap(tmp: Path, out: Path) -> None:
 
 
 def index(results, made, missing, drawn, prov, html: bool) -> str:
-    lines = [MARKER, f"# valbench report of `{Path(results).name}`", ""]
+    lines = [f"# valbench report of `{Path(results).name}`", ""]
     lines += ["## Provenance", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in prov.items()] + [""]
     lines += ["## Tables", ""]
-    for caption, t, markdown in made:
-        number = caption.split(":")[0].split()[-1]
-        name = TABLES[int(number)]
-        lines += [f"### Table {number}", "", f"[markdown]({name}.md) · [LaTeX]({name}.tex) · [CSV]({name}.csv)", "",
-                  markdown, ""]
+    for t in made:
+        lines += [f"### Table {t.number}", "", f"[markdown]({t.name}.md) · [LaTeX]({t.name}.tex) · [CSV]({t.name}.csv)",
+                  "", t.text("markdown"), ""]
     lines += [f"- Table {n}: not in this store ({why})" for n, why in missing.items()] + [""]
     lines += ["## Figures", ""]
     for name, paths in drawn.items():
