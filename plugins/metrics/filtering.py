@@ -87,87 +87,77 @@ class Filtering:
         if len(test) == 0:
             raise ValueError("filtering scores on the test set, and this dataset has none")
         subsets = self.subsets(np.asarray(values))
-        if self.training == "batched":
-            return _batched(subsets, task, test, self.replicates)
-        totals = dict.fromkeys(subsets, 0.0)
-        for r in range(self.replicates):
-            fit = _Retrainer(task, test, derive_seed(task.seed, "filtering", r))
-            done: dict[bytes, float] = {}
-            for name, keep in subsets.items():
-                key = keep.tobytes()
-                if key not in done:  # q = 0 is the same subset in both directions
-                    done[key] = fit(keep)
-                totals[name] += done[key]
-        return {name: total / self.replicates for name, total in totals.items()}
+        distinct = list(dict.fromkeys(keep.tobytes() for keep in subsets.values()))  # q = 0 once for both directions
+        keeps = np.stack([np.frombuffer(k, dtype=bool) for k in distinct])
+        fit = _stacked if self.training == "batched" else _one_by_one
+        total = sum(fit(keeps, task, test, r) for r in range(self.replicates))
+        score = dict(zip(distinct, total / self.replicates))
+        return {name: float(score[keep.tobytes()]) for name, keep in subsets.items()}
 
 
-def _batched(subsets: dict[str, np.ndarray], task: ValuationTask, test: Split, replicates: int,
-             models_per_batch: int = 32) -> dict[str, float]:
-    """Every distinct subset's model trained at once per replicate (stacked), then scored on the test set."""
+def _balance(y: np.ndarray, keep: np.ndarray, n_classes: int | None, learner) -> np.ndarray | None:
+    """Per-row weights n / (K n_c) over the kept rows, as fit_learner balances a class-balanced learner."""
+    if not learner.class_balance or n_classes is None:
+        return None
+    counts = np.bincount(y[keep], minlength=n_classes).astype(np.float64)
+    return (keep.sum() / (n_classes * np.maximum(counts, 1.0)))[y]
+
+
+def _stacked(keeps: np.ndarray, task: ValuationTask, test: Split, replicate: int,
+             models_per_batch: int = 32) -> np.ndarray:
+    """The test score of every subset's model (rows of ``keeps``), trained at once (stacked)."""
     learner, device = task.learner, task.device
-    keys = list(dict.fromkeys(k.tobytes() for k in subsets.values()))  # q = 0 once
-    keeps = np.stack([np.frombuffer(k, dtype=bool) for k in keys])
     y = np.asarray(task.source.y)
     weight = keeps.astype(np.float32)
-    if learner.class_balance and task.n_classes is not None:  # each subset's own class balance
-        for m, keep in enumerate(keeps):
-            counts = np.bincount(y[keep], minlength=task.n_classes).astype(np.float64)
-            weight[m] *= (keep.sum() / (task.n_classes * np.maximum(counts, 1.0)))[y]
-    n = len(y)
+    for m, keep in enumerate(keeps):  # each subset's own class balance
+        balance = _balance(y, keep, task.n_classes, learner)
+        if balance is not None:
+            weight[m] *= balance
     recipe = FullBatchRecipe(learner.epochs, learner.lr, "shared", compile=False)  # one full-batch step per epoch
-    x = tensor(task.source.x, torch.float32, device)
-    yt = targets(y, learner.supervised, device)
+    x, yt = tensor(task.source.x, torch.float32, device), targets(y, learner.supervised, device)
     x_test = tensor(test.x, torch.float32, device).flatten(1)
     y_test = targets(np.asarray(test.y), learner.supervised, device)
-    index = torch.arange(n, device=device)
-    w = torch.as_tensor(weight, device=device)
-    totals = np.zeros(len(keys))
-    for r in range(replicates):
-        model = build_model(learner, derive_seed(task.seed, "filtering", r), device)
-        try:
-            for start in range(0, len(keys), models_per_batch):
-                net = train_stacked(model, x, yt, index, w[start:start + models_per_batch],
-                                    supervised=learner.supervised, recipe=recipe, seed=task.seed,
-                                    stream=("filtering", r))
-                out = net.predict(x_test, learner.supervised)
-                totals[start:start + models_per_batch] += batched_performance(task.metric, y_test, out).cpu().numpy()
-        except UnsupportedNetwork as exc:
-            raise ValueError(f"filtering[training=batched] needs an MLP learner ({exc}); use training=minibatch")
-    score = dict(zip(keys, totals / replicates))
-    return {name: float(score[keep.tobytes()]) for name, keep in subsets.items()}
+    index, w = torch.arange(len(y), device=device), torch.as_tensor(weight, device=device)
+    model = build_model(learner, derive_seed(task.seed, "filtering", replicate), device)
+    out = np.empty(len(keeps))
+    try:
+        for start in range(0, len(keeps), models_per_batch):
+            net = train_stacked(model, x, yt, index, w[start:start + models_per_batch], supervised=learner.supervised,
+                                recipe=recipe, seed=task.seed, stream=("filtering", replicate))
+            out[start:start + models_per_batch] = batched_performance(
+                task.metric, y_test, net.predict(x_test, learner.supervised)).cpu().numpy()
+    except UnsupportedNetwork as exc:
+        raise ValueError(f"filtering[training=batched] needs an MLP learner ({exc}); use training=minibatch")
+    return out
 
 
-class _Retrainer:
-    """Trains the task's learner on kept rows, from one initialisation and one stream."""
-
-    def __init__(self, task: ValuationTask, test: Split, seed: int):
-        self.task, self.test, self.seed = task, test, seed
-        self.learner = task.learner
-        self.model = build_model(self.learner, seed, task.device)
-        self.flat = self.learner.supervised and FlatMLPTrainer.supports(self.model)
-
-    def __call__(self, keep: np.ndarray) -> float:
-        task, learner = self.task, self.learner
-        y = np.asarray(task.source.y)
-        weight = None
-        if learner.class_balance and task.n_classes is not None:  # balance of the kept rows, as fit_learner
-            counts = np.bincount(y[keep], minlength=task.n_classes).astype(np.float64)
-            per_class = keep.sum() / (task.n_classes * np.maximum(counts, 1.0))
-            weight = per_class[y]
-        with single_thread(task.device):
-            if self.flat:  # the paper's MLP: the fast trainer, the same recipe
-                trainer = FlatMLPTrainer(self.model, MinibatchRecipe(learner.lr, learner.epochs, learner.batch_size),
-                                         task.device)
-                x = tensor(task.source.x, torch.float32, task.device).flatten(1)
-                trainer.fit(x, targets(y, True, task.device), np.random.default_rng(self.seed), select=keep,
-                            weight=None if weight is None else tensor(weight, torch.float32, task.device))
-                out = trainer.predict_proba(tensor(self.test.x, torch.float32, task.device).flatten(1)).cpu().numpy()
+def _one_by_one(keeps: np.ndarray, task: ValuationTask, test: Split, replicate: int) -> np.ndarray:
+    """The test score of every subset's model, each trained alone with the learner's own recipe,
+    all from one initialisation and one minibatch stream."""
+    learner, device = task.learner, task.device
+    seed = derive_seed(task.seed, "filtering", replicate)
+    model = build_model(learner, seed, device)
+    y, y_test = np.asarray(task.source.y), np.asarray(test.y)
+    flat = learner.supervised and FlatMLPTrainer.supports(model)
+    if flat:  # the paper's MLP: the fast trainer (reset to the initial weights by every fit), the same recipe
+        trainer = FlatMLPTrainer(model, MinibatchRecipe(learner.lr, learner.epochs, learner.batch_size), device)
+        x, yt = tensor(task.source.x, torch.float32, device).flatten(1), targets(y, True, device)
+        x_test = tensor(test.x, torch.float32, device).flatten(1)
+    out = np.empty(len(keeps))
+    with single_thread(device):
+        for m, keep in enumerate(keeps):
+            weight = _balance(y, keep, task.n_classes, learner)
+            if flat:
+                trainer.fit(x, yt, np.random.default_rng(seed), select=keep,
+                            weight=None if weight is None else tensor(weight, torch.float32, device))
+                pred = trainer.predict_proba(x_test).cpu().numpy()
             else:
-                model = build_model(learner, self.seed, task.device)
-                fit_model(learner, model, np.asarray(task.source.x)[keep], y[keep], seed=self.seed,
-                          device=task.device, sample_weight=None if weight is None else weight[keep])
-                out = predict(learner, model, np.asarray(self.test.x), task.device)
-        return performance(task.metric, np.asarray(self.test.y), out)
+                fresh = build_model(learner, seed, device)
+                fit_model(learner, fresh, np.asarray(task.source.x)[keep], y[keep], seed=seed, device=device,
+                          sample_weight=None if weight is None else weight[keep])
+                pred = predict(learner, fresh, np.asarray(test.x), device)
+            out[m] = performance(task.metric, y_test, pred)
+    return out
 
 
 @hookimpl
