@@ -317,22 +317,12 @@ class Store:
 
     # -- reading -------------------------------------------------------------------
     def results(self) -> pd.DataFrame:
-        """One row per job with its latest successful attempt, timings and scores (wide)."""
-        q = """
-        SELECT j.key, j.dataset, j.dataset_label, j.corruption, j.corruption_label, j.valuer,
-               j.valuer_label, j.seed, j.mode, j.device, a.id AS attempt, a.wall_s, a.cpu_s,
-               a.peak_rss_bytes, a.base_rss_bytes, a.peak_device_bytes, a.fits, a.stopped_early, a.values_file,
-               {metric_s} AS metric_s
-        FROM jobs j JOIN attempts a ON a.job_key = j.key
-        WHERE a.id = (SELECT MAX(id) FROM attempts WHERE job_key = j.key AND status = 'ok')
-        """
-        have = {r[1] for r in self.con.execute("PRAGMA table_info(attempts)")}  # a read-only older store
-        df = pd.read_sql_query(q.format(metric_s="a.metric_s" if "metric_s" in have else "NULL"), self.con)
-        scores = pd.read_sql_query("SELECT attempt_id AS attempt, metric, value FROM scores", self.con)
-        if len(scores):
-            wide = scores.pivot(index="attempt", columns="metric", values="value").reset_index()
-            df = df.merge(wide, on="attempt", how="left")
-        return df
+        """One row per job with its latest successful attempt, timings and scores (wide):
+        valbench.results.jobs_frame's ok rows."""
+        from valbench.results import jobs_frame  # it reads through this class
+
+        df = jobs_frame(self)
+        return df[df["status"] == "ok"].reset_index(drop=True)
 
     def attempts(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM attempts ORDER BY id", self.con)
