@@ -114,16 +114,19 @@ def paper_rows(cells: set[tuple[str, str, str]], registry: Registry) -> list[tup
 
     rows = []
     for name in presets.names():
-        if presets.members(name) != [name]:
-            continue  # a collection: its members are visited themselves
-        for e in presets.published(name):
-            try:
-                pairs = [(resolve(registry, "dataset", d).label, resolve(registry, "corruption", c).label)
-                         for d in specs_from(e["datasets"], "datasets") for c in specs_from(e["corruptions"], "corruptions")]
-            except ValbenchError:  # a preset's plugin that is not installed here
-                continue
-            rows += [(dl, cl, e["mode"], parse_spec(e["valuer"]).name, e["metric"], e.get("mean"), e.get("std"),
-                      e.get("minutes"), f"DVGS paper, {name}") for dl, cl in pairs if (dl, cl, e["mode"]) in cells]
+        published = presets.published(name)
+        if presets.members(name) != [name] or not published:
+            continue  # a collection (its members are visited themselves), or nothing published
+        first = published[0]  # every entry of a preset shares its data, corruption and mode
+        try:
+            hit = [(dl, cl) for dl, cl in ((resolve(registry, "dataset", d).label, resolve(registry, "corruption", c).label)
+                                          for d in specs_from(first["datasets"], "datasets")
+                                          for c in specs_from(first["corruptions"], "corruptions"))
+                   if (dl, cl, first["mode"]) in cells]
+        except ValbenchError:  # a preset's plugin that is not installed here
+            continue
+        rows += [(dl, cl, e["mode"], parse_spec(e["valuer"]).name, e["metric"], e.get("mean"), e.get("std"),
+                  e.get("minutes"), f"DVGS paper, {name}") for e in published for dl, cl in hit]
     return rows
 
 
