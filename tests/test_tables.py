@@ -116,3 +116,13 @@ def test_valbench_table_reads_the_store_without_torch(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Table 1" in done.stdout and "Table 2" in done.stdout and "Table 3" in done.stdout
     assert "random" in done.stdout
+
+
+def test_metric_option_errors_say_what_is_wrong():
+    from valbench.errors import ConfigError
+
+    df = frame().assign(**{"corruption-found:0.050": 0.2})
+    with pytest.raises(ConfigError, match="'corruption-found' is a curve"):
+        table(df, 1, METRICS, metric="corruption-found")
+    with pytest.raises(StoreError, match="did you mean 'corruption-auroc'"):
+        table(df, 1, METRICS, metric="corruption-aurco")

@@ -51,8 +51,9 @@ def metric_for_table(metrics: pd.DataFrame, number: int) -> str:
     return names[0]
 
 
-def _check_metric(jobs: pd.DataFrame, metric: str, number: int) -> None:
-    """A one-line error naming what is wrong with ``--metric``."""
+def _check_metric(jobs: pd.DataFrame, metric: str, number: int, recorded: list[str]) -> None:
+    """A one-line error naming what is wrong with ``--metric`` (``recorded``: the metric
+    labels the runs recorded, for a suggestion)."""
     if metric in jobs.columns and jobs[metric].notna().any():
         return
     import difflib
@@ -61,9 +62,7 @@ def _check_metric(jobs: pd.DataFrame, metric: str, number: int) -> None:
     if points:
         raise ConfigError(f"'{metric}' is a curve ({points[0]}, ...), not one score per job; tables show single "
                           "scores (valbench report draws the curves, valbench export lists them)")
-    scores = sorted({c.split(":")[0] for c in jobs.columns if isinstance(c, str) and "-" in c and c != "valuer_label"
-                     and not c.startswith(("dataset", "corruption.", "valuer."))})
-    close = difflib.get_close_matches(metric, scores, n=1)
+    close = difflib.get_close_matches(metric, recorded, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise StoreError(f"the store has no '{metric}' results for table {number}{hint}; run a corruption it scores")
 
@@ -103,7 +102,7 @@ def rows(jobs: pd.DataFrame, number: int, metrics: pd.DataFrame, paper: pd.DataF
     higher = True
     if number in (1, 2):
         metric = metric or metric_for_table(metrics, number)
-        _check_metric(jobs, metric, number)
+        _check_metric(jobs, metric, number, list(metrics.index))
         if metric in metrics.index:
             higher = bool(metrics.loc[metric, "higher_is_better"])
         scored = jobs.loc[jobs[metric].notna(), ["dataset_label", "corruption_label", "mode"]].drop_duplicates()
