@@ -53,11 +53,9 @@ def test_banzhaf_converges_to_the_exact_value_on_seven_samples():
     exact = exact_banzhaf(task)
     est = BanzhafValuer(steps=STEPS, lr=LR, samples=3000, models_per_batch=500, compile=False).value(task)
     assert est.fits == 3000 and not est.stopped_early
-    # MSR's error per sample is about 2 sd(v) / sqrt(samples)
-    util = Utility(task, FullBatchRecipe(STEPS, LR, "shared", False))
+    # MSR's error per sample is about 2 sd(v) / sqrt(samples); v is an AUROC, so sd(v) <= 0.25 bounds it
     assert np.max(np.abs(est.values - exact)) < 4 * 2 * 0.25 / np.sqrt(3000) + 1e-3, (est.values, exact)
     assert np.corrcoef(est.values, exact)[0, 1] > 0.95
-    assert util.n == 7
 
 
 def test_a_budget_stops_cleanly_and_is_recorded():
