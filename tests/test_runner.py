@@ -102,3 +102,30 @@ def test_a_valuer_writing_into_its_inputs_fails_loudly_and_changes_no_other_resu
     assert after == alone
     failed = attempts[attempts.status == "failed"]
     assert len(failed) == 1 and "changed task.source.x in place" in failed.error.iloc[0]
+
+
+@pytest.mark.parametrize("via, message", [
+    ("flag", "cannot set WRITEABLE flag.*read-only and shared by every job of the cell: work on a copy"),
+    ("torch", "killed by signal 11.*a write into the read-only input arrays"),
+])
+def test_in_a_worker_the_inputs_cannot_be_written_at_all(fixture_registry, tmp_path, via, message):
+    """In a worker (the default), the cell's arrays live in read-only memory: the writer is
+    stopped at its first write (numpy refuses, torch faults and its worker dies), never
+    after the fact, and the valuer after it on the same worker scores what it scores alone."""
+    import re
+
+    from valbench import api
+    from valbench.store import Store
+
+    exp = build_experiment({"datasets": "synthetic", "corruptions": "labels",
+                            "valuers": f"centroid,mutator[via={via}],centroid[sharpness=2.0]", "seeds": 1})
+    api.run(exp, tmp_path / "w.sqlite", registry=fixture_registry, device="cpu", workers=1)
+    api.run(build_experiment({"datasets": "synthetic", "corruptions": "labels", "valuers": "centroid[sharpness=2.0]",
+                              "seeds": 1}), tmp_path / "alone.sqlite", registry=fixture_registry, device="cpu")
+    with Store(tmp_path / "w.sqlite") as w, Store(tmp_path / "alone.sqlite") as alone:
+        a = w.attempts()
+        got = w.results().set_index("valuer_label")["corruption-auroc"]
+        assert got["centroid[sharpness=2.0]"] == alone.results()["corruption-auroc"].iloc[0]
+    (error,) = a[a.status == "failed"].error
+    assert re.search(message, error), error
+    assert (a.status == "ok").sum() == 2

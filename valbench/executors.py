@@ -74,7 +74,7 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    cache = CellCache()
+    cache = CellCache(seal=True)
     while True:
         try:
             job = conn.recv()
@@ -191,9 +191,10 @@ class WorkerPool:
         if not slot.process.is_alive() or slot.process.sentinel in ready:
             code = slot.process.exitcode
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            why = ("a segmentation fault, e.g. a write into the read-only input arrays through torch.from_numpy"
+                   if code == -signal.SIGSEGV else "the valuer crashed it or the system killed it for memory")
             self._replace(slot)
-            return JobResult(job.key, "failed", error=f"its worker process died ({how}) after {elapsed:.1f} s: "
-                                                       "the valuer crashed it or the system killed it for memory")
+            return JobResult(job.key, "failed", error=f"its worker process died ({how}) after {elapsed:.1f} s: {why}")
         rss = status_bytes("VmRSS", slot.process.pid) if self.memory_limit is not None else None
         if rss is not None:
             if rss > self.memory_limit:

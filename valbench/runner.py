@@ -7,6 +7,9 @@ timed. A valuer that raises or breaks its promise gives a failed result, not a c
 from __future__ import annotations
 
 import dataclasses
+import mmap
+import os
+import tempfile
 import time
 import traceback
 import zlib
@@ -62,6 +65,25 @@ def checksum(a: np.ndarray) -> int:
     return zlib.crc32(memoryview(a).cast("B")) if a.size else 0
 
 
+def sealed(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` in memory mapped read-only. numpy refuses to make it writeable again,
+    and a write through ``torch.from_numpy`` faults instead of changing the data: in a worker
+    process that kills the worker, and its job is recorded failed, while every other job of
+    the cell keeps the data intact. (The writeable flag alone can be cleared by any plugin.)"""
+    a = np.ascontiguousarray(a)
+    if a.nbytes == 0 or a.dtype.hasobject:  # nothing to map, or Python objects: the flag must do
+        return readonly(a)
+    fd = os.memfd_create("valbench-cell", os.MFD_CLOEXEC) if hasattr(os, "memfd_create") \
+        else os.dup(tempfile.TemporaryFile().fileno())
+    try:
+        with open(fd, "wb", closefd=False) as fh:
+            fh.write(memoryview(a).cast("B"))
+        mapped = mmap.mmap(fd, a.nbytes, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)  # the mapping keeps the memory alive as long as an array refers to it
+    return np.frombuffer(mapped, dtype=a.dtype).reshape(a.shape)
+
+
 def check_split(s: Split, n_classes: int | None, who: str, part: str) -> None:
     """Raise DataError unless ``s`` has finite features and, with classes, labels in range."""
     if len(s) and not np.isfinite(s.x).all():
@@ -114,9 +136,15 @@ def as_unsupervised(s: Split) -> Split:
 
 
 class CellCache:
-    """Loads each (dataset, seed) once and prepares each cell once, in this process."""
+    """Loads each (dataset, seed) once and prepares each cell once, in this process.
 
-    def __init__(self) -> None:
+    ``seal``: the cell's arrays are copied into read-only memory (:func:`sealed`), as worker
+    processes do; in the run's own process (``--in-process``, for debugging) a write through
+    torch would crash the run itself, so there the arrays are only flagged read-only and a
+    changed array is caught by its checksum after the job."""
+
+    def __init__(self, seal: bool = False) -> None:
+        self.seal = seal
         self._splits: dict[tuple, Splits] = {}
         self._cells: dict[tuple, PreparedCell] = {}
         self.scorable: set[tuple] = set()  # (cell, metric) pairs whose truth precheck found scorable
@@ -156,9 +184,11 @@ class CellCache:
             learner = own or default_learner(n_features, None, in_shape=source.x.shape[1:])
         else:
             learner = own or default_learner(n_features, n_classes)
-        # one read-only mapping shared by every task of the cell: no valuer can change it for the next
-        notes = MappingProxyType({k: readonly(np.asarray(v)) for k, v in splits.source_annotations.items()})
-        cell = PreparedCell(source.frozen(), target.frozen(), test.frozen(), Truth(truth.kind, readonly(truth.values)),
+        # one read-only copy shared by every task of the cell: no valuer can change it for the next
+        freeze = sealed if self.seal else readonly
+        notes = MappingProxyType({k: freeze(np.asarray(v)) for k, v in splits.source_annotations.items()})
+        source, target, test = (Split(freeze(s.x), freeze(s.y)) for s in (source, target, test))
+        cell = PreparedCell(source, target, test, Truth(truth.kind, freeze(truth.values)),
                             n_classes, learner, default_metric(n_classes), notes)
         return dataclasses.replace(cell, checksums={k: checksum(v) for k, v in cell.arrays().items()})
 
@@ -234,6 +264,8 @@ def run_job(job: Job, cache: CellCache) -> JobResult:
         metric_s = time.perf_counter() - clock
     except Exception as exc:  # isolation: the grid goes on
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        if isinstance(exc, ValueError) and "WRITEABLE" in str(exc):
+            detail += " (the arrays handed to plugins are read-only and shared by every job of the cell: work on a copy)"
         return _unless_changed(job, cache, cell, JobResult(job.key, "failed", truth=cell.truth, timing=timing,
                                                            error=detail, traceback=traceback.format_exc()))
     return _unless_changed(job, cache, cell, JobResult(job.key, "ok", valuation.values, cell.truth, scores, timing,
