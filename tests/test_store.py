@@ -311,6 +311,35 @@ def test_a_job_past_its_time_or_memory_limit_is_stopped_and_the_grid_goes_on(tmp
     assert "past the memory limit of 0.59 GiB" in a.loc["oom", "error"]
 
 
+def test_a_spec_timeout_overrides_the_runs_and_changes_no_key(tmp_path, fixture_registry):
+    """``hang[timeout=S]`` is the harness's limit for that valuer alone: more specific than
+    the run's --timeout, and not part of the job's identity (or label)."""
+    exp = build_experiment({**EXP, "valuers": "hang[timeout=1.5],centroid", "seeds": 1})
+    plain = build_experiment({**EXP, "valuers": "hang", "seeds": 1})
+    from valbench.grid import expand
+
+    (hang, _), (bare,) = expand(exp, fixture_registry, "cpu"), expand(plain, fixture_registry, "cpu")
+    assert (hang.key, hang.valuer.label, hang.valuer.timeout) == (bare.key, "hang", 1.5)
+    summary = api.run(exp, tmp_path / "r.sqlite", device="cpu", registry=fixture_registry, workers=1, timeout=120)
+    assert (summary.ok, summary.failed) == (1, 1)
+    with open_existing(tmp_path / "r.sqlite") as store:
+        a = store.attempts().set_index("status")
+    assert "past the timeout of 1.5 s" in a.loc["timeout", "error"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("hang[timeout=0]", "hang: timeout must be a positive number of seconds"),
+    ("hang[timeout=soon]", "hang: timeout must be a number"),
+    ("hang[timeot=5]", "has no parameter 'timeot'.*and the harness's timeout=SECONDS"),
+])
+def test_a_bad_spec_timeout_is_a_one_line_error(fixture_registry, spec, message):
+    from valbench.errors import ConfigError
+    from valbench.grid import expand
+
+    with pytest.raises(ConfigError, match=message):
+        expand(build_experiment({**EXP, "valuers": spec}), fixture_registry, "cpu")
+
+
 def _marked_processes(mark: str) -> list[int]:
     """Pids of live processes whose environment carries ``mark`` (the run and its workers)."""
     import os

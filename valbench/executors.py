@@ -86,8 +86,12 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
 
 
 def job_timeout(job: Job, timeout: float | None) -> float | None:
-    """The run's --timeout if given, else the valuer's own ``timeout`` (None: no limit)."""
-    return timeout if timeout is not None else option(job.valuer, "timeout")
+    """The most specific limit: the spec's ``[timeout=S]``, else the run's --timeout, else the
+    valuer class's own ``timeout`` (None: no limit)."""
+    for limit in (job.valuer.timeout, timeout):
+        if limit is not None:
+            return limit
+    return option(job.valuer, "timeout")
 
 
 @dataclass

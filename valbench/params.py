@@ -7,6 +7,7 @@ is a :class:`valbench.types.PluginConfig`, whose canonical config is what job ke
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 import typing
@@ -159,18 +160,32 @@ def configure(info: PluginInfo, params: dict[str, Scalar]) -> PluginConfig:
                         format_spec(info.name, changed), info.cls)
 
 
+def _timeout(value: Any, where: str) -> float:
+    seconds = _coerce(value, float, where)
+    if seconds <= 0:
+        raise ConfigError(f"{where} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def resolve(registry: Registry, kind: str, spec: PluginSpec | str) -> PluginConfig:
-    """Check ``spec`` against the registered class; fill defaults; run ``validate()``."""
+    """Check ``spec`` against the registered class; fill defaults; run ``validate()``.
+
+    A valuer spec may also carry ``timeout=S`` (seconds), read by the harness rather than the
+    plugin (unless the plugin has a parameter of that name): ``tmc-shapley[timeout=3600]``."""
     if isinstance(spec, str):
         spec = parse_spec(spec)
     info = registry.get(kind, spec.name)
     hints = parameter_types(info.cls)
     accepted = {p.name: p for p in constructor_parameters(info.cls)}
     given = dict(spec.params)
+    timeout = None
+    if kind == "valuer" and "timeout" in given and "timeout" not in accepted:
+        timeout = _timeout(given.pop("timeout"), f"{spec.name}: timeout")
     for key in given:
         if key not in accepted:
             raise ConfigError(
                 f"{kind} '{spec.name}' has no parameter '{key}'; parameters: {', '.join(accepted) or '(none)'}"
+                + ("; and the harness's timeout=SECONDS" if kind == "valuer" else "")
             )
     params: dict[str, Scalar] = {}
     for key, p in accepted.items():
@@ -178,7 +193,7 @@ def resolve(registry: Registry, kind: str, spec: PluginSpec | str) -> PluginConf
             params[key] = _coerce(given[key], hints.get(key, type(p.default)), f"{spec.name}: {key}")
         else:
             params[key] = p.default
-    resolved = configure(info, params)
+    resolved = dataclasses.replace(configure(info, params), timeout=timeout)
     instance = resolved.build()
     if callable(getattr(instance, "validate", None)):
         try:

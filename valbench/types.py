@@ -308,6 +308,10 @@ class PluginConfig:
     params: tuple[tuple[str, Scalar], ...]
     label: str
     cls: type = field(compare=False, repr=False)
+    timeout: float | None = field(default=None, compare=False)
+    """valuers: seconds a job may run, from the spec's ``[timeout=S]`` (not a parameter of the
+    plugin, not part of the job key or the label); None: the run's ``--timeout``, else the
+    valuer class's own."""
 
     def build(self) -> Any:
         return self.cls(**dict(self.params))
