@@ -221,7 +221,6 @@ def test_a_version_1_store_is_migrated_on_open(tmp_path):
     assert {"owner", "heartbeat", "traceback", "metric_s"} <= columns and version == "3"
 
 
-@pytest.mark.slow
 def test_two_runs_on_one_store_do_each_job_once(tmp_path):
     """Issue: the same grid started twice at once did every job twice. Two `valbench run`
     processes on one store now take each job exactly once between them."""
@@ -378,7 +377,6 @@ def _start_run(tmp_path, mark):
     return proc
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_the_workers_keeps_the_store_and_exits_143(tmp_path):
     import signal
@@ -396,7 +394,6 @@ def test_sigterm_stops_the_workers_keeps_the_store_and_exits_143(tmp_path):
         assert sorted(store.attempts().status) == ["interrupted", "interrupted"]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
 def test_workers_die_with_a_killed_run_and_a_rerun_takes_its_jobs(tmp_path):
     import signal

@@ -152,7 +152,7 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     if workers > 0 and todo and executor == "ray":
         from valbench.ray_executor import RayExecutor
 
-        pool = RayExecutor(workers, timeout=timeout)
+        pool = RayExecutor(workers, timeout=timeout, memory_limit=memory_limit)
     elif workers > 0 and todo:
         pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit).start()
     try:
