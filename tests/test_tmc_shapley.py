@@ -7,8 +7,8 @@ import torch
 
 from valbench.training.stacked import FullBatchRecipe
 from valbench.training.utility import Utility
-from valbench_plugins.valuers.tmc_shapley import Stopping
-from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer, run_tmc
+from valbench.training.permutations import Stopping, run_permutations
+from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer
 from tests.baseline_helpers import one_thread, tiny_task  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,7 +42,7 @@ def test_tmc_core_approaches_exact_shapley_of_a_known_game():
         return np.array([v(s) for s in subsets_of(index, weight)])
 
     exact = exact_shapley(6, v)
-    res = run_tmc(score, 6, labels, 0.5, v(range(6)), seed=0, tolerance=0.0, max_permutations=1500,
+    res = run_permutations(score, 6, labels, 0.5, v(range(6)), seed=0, tolerance=0.0, max_permutations=1500,
                   permutations_per_batch=50, threshold=1e-12)
     assert res.permutations == 1500
     assert np.abs(res.values - exact).max() < 0.006, (res.values, exact)
@@ -85,12 +85,12 @@ def test_truncation_zeroes_the_tail_and_saves_fits():
         fits.append(len(weight))
         return np.array([min(1.0, 0.5 + 0.25 * (len(s) - 1)) for s in subsets_of(index, weight)])
 
-    res = run_tmc(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.01, patience=5, max_permutations=10,
+    res = run_permutations(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.01, patience=5, max_permutations=10,
                   permutations_per_batch=1, models_per_batch=4)
     truncated_fits = sum(fits)
     assert all(t is not None and t < 20 for t in res.truncated_at)
     fits.clear()
-    none = run_tmc(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.0, max_permutations=10,
+    none = run_permutations(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.0, max_permutations=10,
                    permutations_per_batch=1, models_per_batch=4)
     assert np.allclose(res.values, none.values)  # here the truncated tail really is zero
     assert truncated_fits < sum(fits) / 2, (truncated_fits, sum(fits))
