@@ -87,8 +87,6 @@ class BetaShapleyValuer(PermutationParams):
 
     name = "beta-shapley"
     version = "1"
-    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 2, "permutations_per_batch": 2,
-                   "models_per_batch": 200, "compile": False}
 
     alpha: float = 16.0
     beta: float = 1.0

@@ -68,8 +68,6 @@ class ClassWiseShapleyValuer(PermutationParams):
     name = "class-wise-shapley"
     version = "1"
     supervised_only = True
-    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 2, "permutations_per_batch": 2,
-                   "models_per_batch": 200, "compile": False}
 
     normalize: bool = True
 

@@ -44,9 +44,6 @@ class TMCShapleyValuer(PermutationParams):
 
     name = "tmc-shapley"
     version = "1"
-    # cheap settings for the conformance kit: 2 permutations of 10-step fits
-    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 2, "permutations_per_batch": 2,
-                   "models_per_batch": 200, "compile": False}
 
     tolerance: float = 0.01
     patience: int = 5

@@ -233,7 +233,8 @@ def _new_walk(i: int, game: Game, gen: np.random.Generator, labels: np.ndarray |
     first = 0
     if classes is not None:
         ordered = labels[game.players[perm]]
-        missing = [c for c in classes if c not in set(labels[base].tolist())]
+        have = set(labels[base].tolist())
+        missing = [c for c in classes if c not in have]
         # a class in neither the base nor the players: no prefix is ever fitted
         first = max((int(np.argmax(ordered == c)) if (ordered == c).any() else m for c in missing), default=0)
     length = m if game.horizon is None else min(game.horizon, m)
@@ -277,6 +278,10 @@ class PermutationParams(RetrainingParams):
     (RetrainingParams) and the budget's: the stopping rule (``stopping``; ``threshold``,
     ``min_permutations``, ``max_permutations``: None = the rule's default, per game) and
     ``permutations_per_batch`` walks advancing in lockstep."""
+
+    # cheap settings for the conformance kit: 2 permutations (per game) of 10-step fits
+    test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 2, "permutations_per_batch": 2,
+                   "models_per_batch": 200, "compile": False}
 
     stopping: Literal["reference", "spearman"] = "reference"
     threshold: Optional[float] = None
