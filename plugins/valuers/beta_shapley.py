@@ -31,13 +31,14 @@ truncation: that is TMC's, not Beta Shapley's), with its stopping rules (default
 reference rule of Ghorbani & Zou on the weighted marginals; the paper uses the
 Gelman-Rubin statistic of per-sample chains, which this sampler does not have).
 
-Cost at exp1 size (1000 source samples, ADULT): K = 350 prefix fits per permutation, at
+Cost at exp1 size (1000 source samples, ADULT): K = 354 prefix fits per permutation, at
 least ``min_permutations`` = 100 permutations under the default stopping rule, so
->= 35,000 fits plus 10 full-data models. Prefix fits train on at most K rows, and
-measured on this shared 2-core machine they cost about a fifth of a LOO fit (LOO ~0.45 s
-per fit), so about 35,000 x 0.1 s ~ 1 h here at the minimum (an estimate from a small run,
-noisy, see tests/test_beta_shapley.py's module docstring for the command); set
-``max_permutations`` or the budgets to bound it.
+>= 35,400 fits plus 10 full-data models. A prefix fit trains on at most K rows, but at
+this size a fit's cost is mostly per-step overhead: measured here (CPU time of 16-model
+batched fits, benchmarks/prefix_fit_cost.py) a 177-row fit cost about 0.8 of a
+1000-row LOO fit (4.2 against 4.8-5.9 CPU s, on a machine loaded by other jobs: noisy).
+From LOO's ~0.45 s per fit on 2 cores that is ~0.36 s per fit, so >= ~3.5 h here at
+the minimum; set ``max_permutations`` or the budgets to bound it.
 
 Budget: ``max_fits`` / ``max_seconds`` stop between batched fits; a permutation cut by
 the budget counts as truncated where it stopped. ``max_fits`` must leave one prefix fit
