@@ -21,11 +21,12 @@ Estimator: permutation sampling with importance weights by position. In a unifor
 random permutation the samples before i are a uniform subset of uniform size k in 0..n-1,
 so n p_k (v(prefix + i) - v(prefix)) at i's position k is unbiased for the value of i, and
 one permutation gives a marginal for every sample from at most n prefix fits (the
-paper's Algorithm 1 draws (k, S) per sample and spends two fits per marginal). The walk
+paper's Monte Carlo algorithm draws a size and a subset per sample and spends two fits per
+marginal). The walk
 stops at the first position K after which the remaining weight sum_{k >= K} p_k is below
 ``tail`` (default 1e-3; 0 walks every position): the bias is at most ``tail`` times the
-largest marginal, and for Beta(16, 1) at n = 1000 it saves about 2/3 of the fits (K is
-about 350). Beta(1, 1) with n < 1 / tail walks every position. The permutations run on
+largest marginal, and for Beta(16, 1) at n = 1000 it saves about 2/3 of the fits (K =
+354). Beta(1, 1) with n <= 1 / tail walks every position. The permutations run on
 valbench.training.permutations (the engine of ``tmc-shapley``, without performance
 truncation: that is TMC's, not Beta Shapley's), with its stopping rules (default: the
 reference rule of Ghorbani & Zou on the weighted marginals; the paper uses the

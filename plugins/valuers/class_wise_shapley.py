@@ -11,21 +11,21 @@ a(T_y) its accuracy on the target samples of class y and a(T_-y) on the others: 
 that helps its own class without hurting the others is worth more than one that helps
 overall accuracy by pulling the boundary into another class. Always accuracy, whatever the
 task's metric (the paper's utility). Subsets lacking a class of the source set are not
-fitted and score 0 (the reference implementations' learners cannot be fitted on one class;
-pyDVL scores such subsets with its default score 0).
+fitted and score 0 (scikit-learn classifiers cannot be fitted on one class, and pyDVL's
+utilities give such subsets a default score, 0 unless set).
 
-Estimator (the paper's Algorithm 1 and pyDVL's default): each walk draws S (every
-out-of-class sample with probability 1/2, i.e. uniform over the subsets) and one
-permutation of D_y, and adds D_y's samples one at a time to S; the mean marginal over walks
-estimates the value. Games of every class advance together, their prefix models batched as
-one fit (valbench.training.permutations, the engine of ``tmc-shapley``; the utility is
+Estimator (the paper's scheme; pyDVL's class-wise sampler pairs an outer subset sampler
+with an inner one the same way): each walk draws S (every out-of-class sample with
+probability 1/2, i.e. uniform over the subsets) and one permutation of D_y, and adds
+D_y's samples one at a time to S; the mean marginal over walks estimates the value.
+Games of every class advance together, their prefix models batched as one fit (valbench.training.permutations, the engine of ``tmc-shapley``; the utility is
 valbench.training.utility's, scoring per-class target accuracies). No TMC truncation:
 each walk's full-set utility U_y(D_y + S) differs, so truncation would cost one more fit
 per walk; this valbench version walks every position. Stopping: the engine's rules per
 class (default: the reference rule of Ghorbani & Zou, at least 100 walks per class).
 ``normalize`` (default, as the paper and pyDVL): the values of class y are rescaled so that
 they sum to the in-class accuracy a_D(T_y) of the full-data models (left as they are when
-they sum to 0; a negative sum flips their order, as in the paper).
+they sum to 0; a negative sum flips their order: both as pyDVL does).
 
 Cost at exp1 size (1000 source samples, ADULT): a walk of class y fits |D_y| prefix
 models, so a round over both classes is about 1000 fits and the default rule needs at
