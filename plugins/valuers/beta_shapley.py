@@ -35,11 +35,12 @@ Gelman-Rubin statistic of per-sample chains, which this sampler does not have).
 Cost at exp1 size (1000 source samples, ADULT): K = 354 prefix fits per permutation, at
 least ``min_permutations`` = 100 permutations under the default stopping rule, so
 >= 35,400 fits plus 10 full-data models. A prefix fit trains on at most K rows, but at
-this size a fit's cost is mostly per-step overhead: measured here (CPU time of 16-model
-batched fits, benchmarks/prefix_fit_cost.py) a 177-row fit cost about 0.8 of a
-1000-row LOO fit (4.2 against 4.8-5.9 CPU s, on a machine loaded by other jobs: noisy).
-From LOO's ~0.45 s per fit on 2 cores that is ~0.36 s per fit, so >= ~3.5 h here at
-the minimum; set ``max_permutations`` or the budgets to bound it.
+this size a fit's cost is mostly per-step overhead: measured here
+(benchmarks/prefix_fit_cost.py, CPU time of 16-model batched fits) a 177-row fit cost
+about 0.8 of a 1000-row LOO fit (4.1 against 5.4 CPU s, medians of 2 and 4 runs; LOO
+ranged 4.8-6.8 on a machine loaded by other jobs: noisy). From LOO's ~0.45 s per fit on
+2 cores that is ~0.36 s per fit, so >= ~3.5 h here at the minimum; set
+``max_permutations`` or the budgets to bound it.
 
 Budget: ``max_fits`` / ``max_seconds`` stop between batched fits; a permutation cut by
 the budget counts as truncated where it stopped. ``max_fits`` must leave one prefix fit

@@ -30,11 +30,11 @@ they sum to 0; a negative sum flips their order: both as pyDVL does).
 Cost at exp1 size (1000 source samples, ADULT): a walk of class y fits |D_y| prefix
 models, so a round over both classes is about 1000 fits and the default rule needs at
 least 100 rounds: >= 100,000 fits plus 10 full-data models. A prefix model holds about
-half of D_-y besides the prefix (~500 rows on average); measured here (CPU time of
-16-model batched fits, benchmarks/prefix_fit_cost.py, on a machine loaded by other jobs:
-noisy) such a fit cost about 0.8 of a 1000-row LOO fit (4.2 against 4.8-5.9 CPU s), so
-from LOO's ~0.45 s per fit on 2 cores ~0.36 s per fit: >= ~10 h here; bound it with
-``max_permutations`` or the budgets.
+half of D_-y besides the prefix (~500 rows on average); measured here
+(benchmarks/prefix_fit_cost.py, CPU time of 16-model batched fits) such a fit cost about
+0.8 of a 1000-row LOO fit (4.4 against 5.4 CPU s, medians of 2 and 4 runs; LOO ranged
+4.8-6.8 on a machine loaded by other jobs: noisy), so from LOO's ~0.45 s per fit on 2
+cores ~0.36 s per fit: >= ~10 h here; bound it with ``max_permutations`` or the budgets.
 
 Budget: ``max_fits`` / ``max_seconds`` stop between batched fits; a walk cut by the budget
 counts as truncated where it stopped. Needs labels: refused in unsupervised mode.
