@@ -1,33 +1,14 @@
-import itertools
-import math
-
 import numpy as np
 import pytest
 import torch
 
 from valbench.training.stacked import FullBatchRecipe
 from valbench.training.utility import Utility
-from valbench_plugins.valuers.tmc_shapley import Stopping
-from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer, run_tmc
-from tests.baseline_helpers import one_thread, tiny_task  # noqa: F401 (fixture)
+from valbench.training.permutations import Stopping, run_permutations
+from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer
+from tests.baseline_helpers import exact_shapley, one_thread, subsets_of, tiny_task  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def exact_shapley(n: int, v) -> np.ndarray:
-    """Shapley values by enumerating every subset: sum |S|!(n-|S|-1)!/n! (v(S+i) - v(S))."""
-    phi = np.zeros(n)
-    for i in range(n):
-        others = [j for j in range(n) if j != i]
-        for r in range(n):
-            c = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
-            for s in itertools.combinations(others, r):
-                phi[i] += c * (v(s + (i,)) - v(s))
-    return phi
-
-
-def subsets_of(index: torch.Tensor, weight: torch.Tensor) -> list[tuple[int, ...]]:
-    return [tuple(sorted(index[j][weight[j] > 0].tolist())) for j in range(len(index))]
 
 
 def test_tmc_core_approaches_exact_shapley_of_a_known_game():
@@ -42,8 +23,8 @@ def test_tmc_core_approaches_exact_shapley_of_a_known_game():
         return np.array([v(s) for s in subsets_of(index, weight)])
 
     exact = exact_shapley(6, v)
-    res = run_tmc(score, 6, labels, 0.5, v(range(6)), seed=0, tolerance=0.0, max_permutations=1500,
-                  permutations_per_batch=50, threshold=1e-12)
+    res = run_permutations(score, 6, labels, 0.5, v(range(6)), seed=0, tolerance=0.0, max_permutations=1500,
+                           permutations_per_batch=50, threshold=1e-12)
     assert res.permutations == 1500
     assert np.abs(res.values - exact).max() < 0.006, (res.values, exact)
     assert np.isclose(res.values.sum(), v(range(6)) - 0.5)  # efficiency holds per permutation
@@ -85,13 +66,13 @@ def test_truncation_zeroes_the_tail_and_saves_fits():
         fits.append(len(weight))
         return np.array([min(1.0, 0.5 + 0.25 * (len(s) - 1)) for s in subsets_of(index, weight)])
 
-    res = run_tmc(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.01, patience=5, max_permutations=10,
-                  permutations_per_batch=1, models_per_batch=4)
+    res = run_permutations(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.01, patience=5, max_permutations=10,
+                           permutations_per_batch=1, models_per_batch=4)
     truncated_fits = sum(fits)
     assert all(t is not None and t < 20 for t in res.truncated_at)
     fits.clear()
-    none = run_tmc(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.0, max_permutations=10,
-                   permutations_per_batch=1, models_per_batch=4)
+    none = run_permutations(score, 40, labels, 0.5, 1.0, seed=0, tolerance=0.0, max_permutations=10,
+                            permutations_per_batch=1, models_per_batch=4)
     assert np.allclose(res.values, none.values)  # here the truncated tail really is zero
     assert truncated_fits < sum(fits) / 2, (truncated_fits, sum(fits))
 

@@ -81,6 +81,14 @@ def batched_accuracy(y: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return (probs.argmax(dim=2) == y[None, :]).to(torch.float64).mean(dim=1)
 
 
+def batched_class_accuracy(y: torch.Tensor, probs: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(M, n_classes): accuracy of each model on the samples of each class (NaN for a
+    class absent from ``y``)."""
+    correct = (probs.argmax(dim=2) == y[None, :]).to(torch.float64)  # (M, n)
+    onehot = torch.nn.functional.one_hot(y.long(), n_classes).to(torch.float64)  # (n, K)
+    return (correct @ onehot) / onehot.sum(dim=0)
+
+
 def batched_r2(y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Variance-weighted R^2 over all outputs (scikit-learn's multioutput="variance_weighted")."""
     t = y.reshape(len(y), -1).to(torch.float64)

@@ -4,7 +4,8 @@ of the task's learner trained on the source subset S, many subsets at once.
 Every model starts from ONE initialisation (``build_model(task.learner, task.seed)``) and is
 trained with a :class:`valbench.training.stacked.FullBatchRecipe` (the DVGS port's utility,
 docs/protocol.md 'The DVGS port': 200 full-batch Adam steps at lr 1e-4), so v is a
-deterministic set function for a given mask stream. Used by ``loo`` and ``tmc-shapley``.
+deterministic set function for a given mask stream. Used by ``loo``, ``banzhaf`` and the
+permutation valuers (valbench.training.permutations).
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from valbench.training.models import build_model, targets, tensor
 from valbench.training.scoring import batched_performance, check_metric, empty_set_score
 from valbench.budget import Budget, BudgetParams
 from valbench.types import ValuationTask
+
+# (y_target, outputs (M, n_target, ...)) -> (M, ...): what a model scores on the target set
+Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def check_recipe_params(steps: int, lr: float, models_per_batch: int, full_models: int | None = None) -> None:
@@ -78,17 +82,18 @@ class RetrainingParams(BudgetParams):
     def utility(self, task: ValuationTask) -> "Utility":
         return Utility(task, self.recipe(), self.models_per_batch)
 
-    def start(self, task: ValuationTask) -> tuple[Budget, "Utility", np.ndarray]:
+    def start(self, task: ValuationTask, measure: "Measure | None" = None) -> tuple[Budget, "Utility", np.ndarray]:
         """What every retraining valuation begins with: parameters and task checked
         (``validate()``, the valuer's ``check(task)``), a fresh budget, the utility, and
-        v(D) of ``full_models`` full-data models (their fits spent from the budget)."""
+        v(D) of ``full_models`` full-data models (their fits spent from the budget;
+        ``measure``: what they score, see Utility.score)."""
         self.validate()
         check = getattr(self, "check", None)
         if callable(check):
             check(task)
         budget = self.new_budget()
         util = self.utility(task)
-        v_full = util.full(self.full_models)
+        v_full = util.full(self.full_models, measure)
         budget.spend(util.fits)
         return budget, util, v_full
 
@@ -124,34 +129,40 @@ class Utility:
     def n(self) -> int:
         return len(self.x)
 
-    def score(self, net: StackedNet) -> np.ndarray:
+    def score(self, net: StackedNet, measure: Measure | None = None) -> np.ndarray:
+        """What the M models of ``net`` score on the target set: the task's metric (M,), or
+        ``measure(y_target, outputs)`` ((M, n_target, K) class probabilities or reconstructions)."""
         out = net.predict(self.x_target, self.supervised)
+        if measure is not None:
+            return measure(self.y_target, out).cpu().numpy()
         return batched_performance(self.task.metric, self.y_target, out).cpu().numpy()
 
     def scores(self, index: torch.Tensor, weight: torch.Tensor, stream: object = 0,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """v of M subsets: ``weight`` (M, n) over rows ``index`` ((n,) shared or (M, n)).
+               progress: Callable[[int], None] | None = None, measure: Measure | None = None) -> np.ndarray:
+        """v of M subsets: ``weight`` (M, n) over rows ``index`` ((n,) shared or (M, n));
+        (M,), or (M, ...) as ``measure`` returns (see :meth:`score`).
 
         Trains in chunks of ``models_per_batch``; calls ``progress(k)`` after each chunk of k.
         """
         M = weight.shape[0]
-        out = np.empty(M, dtype=np.float64)
+        out = []
         for start in range(0, M, self.models_per_batch):
             stop = min(start + self.models_per_batch, M)
             idx = index if index.dim() == 1 else index[start:stop]
             net = train_stacked(self.model, self.x, self.y, idx, weight[start:stop], supervised=self.supervised,
                                 recipe=self.recipe, seed=self.task.seed, stream=stream)
-            out[start:stop] = self.score(net)
+            out.append(self.score(net, measure).astype(np.float64))
             self.fits += stop - start
             if progress is not None:
                 progress(stop - start)
-        return out
+        return np.concatenate(out) if out else np.empty(0)
 
-    def full(self, replicates: int) -> np.ndarray:
-        """v(D) of ``replicates`` full-data models, replicate r on mask stream r (with
-        dropout off they would be identical, so one model is trained and repeated)."""
+    def full(self, replicates: int, measure: Measure | None = None) -> np.ndarray:
+        """v(D) of ``replicates`` full-data models (replicates first, then as :meth:`scores`),
+        replicate r on mask stream r (with dropout off they would be identical, so one
+        model is trained and repeated)."""
         reps = full_fits(replicates, self.recipe.dropout)
         index = torch.arange(self.n, device=self.task.device)
         weight = torch.ones(1, self.n, device=self.task.device)
-        vals = np.array([self.scores(index, weight, stream=r)[0] for r in range(reps)])
-        return np.resize(vals, replicates) if reps != replicates else vals
+        vals = np.stack([self.scores(index, weight, stream=r, measure=measure)[0] for r in range(reps)])
+        return vals[np.arange(replicates) % reps]
