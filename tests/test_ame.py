@@ -50,17 +50,19 @@ def test_recovers_the_weights_of_an_additive_set_function():
     assert (np.argsort(values) == np.argsort(w)).all() and alpha > 0
 
 
-def test_recovers_a_sparse_signal_among_many_samples():
-    """The Lasso's use case: 200 samples, 10 with a large effect, 400 subsets (fewer than
-    needed to estimate 200 effects without the sparsity): the 10 are the lowest values."""
+def test_the_rise_of_the_mean_utility_with_p_does_not_hide_the_effects():
+    """200 samples: 190 help a little (+0.002 each, so the mean utility rises with p), 10
+    harm (-0.02), 400 subsets. Centred within each p the Lasso finds both sizes; centred once
+    over all subsets (the paper, OpenDataVal) it shrinks the 10 to about half and the 190 to 0."""
     n = 200
-    w = np.zeros(n)
-    w[:10] = -0.05
-    g = np.random.default_rng(2)
+    w = np.full(n, 0.002)
+    w[:10] = -0.02
+    g = np.random.default_rng(3)
     masks, p = ame_design(g, 400, n, GRID)
     values, _ = ame_values(masks, p, masks @ w + 0.005 * g.standard_normal(len(masks)), folds=5)
     assert set(np.argsort(values)[:10]) == set(range(10))
-    assert np.max(np.abs(values[:10] + 0.05)) < 0.02 and np.count_nonzero(values[10:]) < 40
+    assert np.max(np.abs(values[:10] + 0.02)) < 0.005, values[:10]
+    assert abs(np.median(values[10:]) - 0.002) < 0.001
 
 
 def test_approaches_the_exact_ame_on_seven_samples():
