@@ -1,4 +1,5 @@
-"""Shared helpers for the tests of the retraining baselines (loo, tmc-shapley, data-oob)."""
+"""Shared helpers for the tests of the retraining baselines (loo, tmc-shapley, data-oob, ame,
+influence-subsample)."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,3 +34,10 @@ def tiny_task(n_source: int = 8, n_target: int = 30, seed: int = 0, metric: str 
     y[:2] = 1 - y[:2]
     learner = Learner("mlp", 4, 2, hidden=(16, 16))
     return ValuationTask(Split(src.x, y).frozen(), tgt.frozen(), 2, learner, metric, seed, "cpu")
+
+
+def assert_refused(make, message: str) -> None:
+    """``make()`` raises a one-line ValueError that contains ``message``."""
+    with pytest.raises(ValueError) as exc:
+        make()
+    assert message in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
