@@ -13,16 +13,18 @@ it. value_i = the coefficient. v is the retraining valuers' utility
 (valbench.training.utility: the task's learner, ``steps`` full-batch Adam steps at ``lr``
 from one initialisation, scored on the target set), trained in batches as ``banzhaf`` does.
 
-Follows: the paper's indicators and Lasso estimator and OpenDataVal's grid P = uniform over
-{0.2, 0.4, 0.6, 0.8} and LassoCV (5 folds). Differs, deliberately:
+Follows: the paper's Lasso estimator on these indicators (reconstructed from the estimand as
+derived above; the paper's text was not at hand when this was written) and OpenDataVal's
+grid P = uniform over {0.2, 0.4, 0.6, 0.8} and LassoCV (5 folds). Differs, deliberately:
 - ``samples=1000`` subsets in all, p_j cycling through the grid (250 per p), the cost of
   ``banzhaf`` and LOO; OpenDataVal's ``AME(num_models=1000)`` trains 1000 models PER p, 4000
   in all (``ame[samples=4000]`` matches that count).
 - v and X are centred within each p before the regression (the paper and OpenDataVal centre
   once over all subsets). The mean utility rises with p, a variance the indicators cannot
   explain (E[X_i | p] = 0); centring within p removes it without changing the coefficients'
-  target. On an additive set function with 1000 samples and subsets the global centring
-  left the cross-validated Lasso at all-zero coefficients where this recovers the weights.
+  target. On additive set functions whose total weight is not 0 (300 samples and subsets,
+  and tests/test_ame.py) the global centring left the cross-validated Lasso at all-zero
+  or halved coefficients where this recovers the weights.
 - OpenDataVal standardises each subset's indicator row (scipy zscore), whose coefficient is
   E_p[sqrt(p(1 - p)) x marginal effect at p], not the AME; valbench uses the paper's scaling.
 - The paper's knockoffs (false-discovery control) are not implemented.
@@ -30,8 +32,9 @@ Lasso sets many values to exactly 0 (ties); that is the method.
 
 Cost: ``samples`` fits, 1000 at exp1 size (1000 ADULT source samples), estimated from LOO's
 measured cost per fit (the same batched fits) at about 8 min on 2 CPU cores and about 30 s on
-one H200, plus the LassoCV (1000 x 1000 design, 5 folds x 100 penalties; measured on a
-loaded 2-core machine, see the README row). Budget: ``max_fits`` / ``max_seconds`` stop
+one H200 (not measured for ame itself), plus the LassoCV: 6 s of CPU time measured for a
+1000 x 1000 design (5 folds x 100 penalties, Gram matrix precomputed; a synthetic additive
+set function, on a shared 2-core machine). Budget: ``max_fits`` / ``max_seconds`` stop
 between batched fits (the last batch cut to the fits left); a ``max_fits`` below ``folds``
 is refused, and if a time budget stops before ``folds`` subsets are trained every value is 0.
 """
@@ -120,7 +123,9 @@ class AMEValuer(RetrainingParams):
                               parse_probabilities(self.probabilities))
         v = subset_scores(util, masks, budget, "ame")
         done = len(v)
-        values, alpha = ame_values(masks[:done], p[:done], v, self.folds) if done >= self.folds else (np.zeros(util.n), None)
+        values, alpha = np.zeros(util.n), None  # too few subsets for the cross-validation: no evidence
+        if done >= self.folds:
+            values, alpha = ame_values(masks[:done], p[:done], v, self.folds)
         return budget.valuation(values, subsets=done, alpha=alpha, nonzero=int(np.count_nonzero(values)),
                                 training=training_label(self.compile))
 
