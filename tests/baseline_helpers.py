@@ -1,4 +1,5 @@
-"""Shared helpers for the tests of the retraining baselines (loo, tmc-shapley, data-oob)."""
+"""Shared helpers for the tests of the retraining baselines (loo, tmc-shapley, data-oob, ame,
+influence-subsample)."""
 from __future__ import annotations
 
 import itertools
@@ -81,3 +82,10 @@ def utility_table(task: ValuationTask, steps: int, lr: float, measure=None) -> d
     masks = np.array(list(itertools.product([0, 1], repeat=n)), dtype=np.float32)
     v = util.scores(torch.arange(n), torch.as_tensor(masks), measure=measure)
     return {tuple(np.flatnonzero(m).tolist()): x for m, x in zip(masks, v)}
+
+
+def assert_refused(make, message: str) -> None:
+    """``make()`` raises a one-line ValueError that contains ``message``."""
+    with pytest.raises(ValueError) as exc:
+        make()
+    assert message in str(exc.value) and "\n" not in str(exc.value), str(exc.value)

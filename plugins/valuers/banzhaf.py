@@ -20,33 +20,19 @@ Defaults: ``samples=1000`` models (Wang & Jia's experiments and OpenDataVal's
 is 1000 fits, as many as LOO: estimated from LOO's measured cost per fit (the same
 batched fits), about 8 min on 2 CPU cores and about 30 s on one H200 (not measured for
 banzhaf itself). Budget: ``max_fits`` / ``max_seconds`` stop between
-batched fits; the values then use the subsets trained so far. A sample that is in every
+batched fits (the last batch cut to the fits left); the values then use the subsets
+trained so far. A sample that is in every
 subset drawn, or in none, gets value 0 (no evidence).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
 from valbench import hookimpl
-from valbench.progress import progress
 from valbench.seeding import rng
 from valbench.training.stacked import training_label
-from valbench.training.utility import RetrainingParams, check_task
+from valbench.training.utility import RetrainingParams, check_task, msr_values, subset_scores
 from valbench.types import Valuation, ValuationTask
-
-
-def msr_values(masks: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """value_i = mean v over the subsets holding i minus mean v over those without it
-    (``masks`` (m, n) 0/1, ``v`` (m,)); 0 where either side is empty."""
-    masks = masks.astype(bool)
-    inside = masks.sum(axis=0)
-    outside = len(v) - inside
-    mean_in = (masks * v[:, None]).sum(axis=0) / np.maximum(inside, 1)
-    mean_out = (~masks * v[:, None]).sum(axis=0) / np.maximum(outside, 1)
-    return np.where((inside > 0) & (outside > 0), mean_in - mean_out, 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,24 +58,9 @@ class BanzhafValuer(RetrainingParams):
         self.check(task)
         budget = self.new_budget()
         util = self.utility(task)
-        n = util.n
-        g = rng(task.seed, "banzhaf-subsets")
-        masks = (g.random((self.samples, n)) < 0.5).astype(np.float32)  # drawn up front: the budget only truncates
-        v = np.empty(self.samples)
-        index = torch.arange(n, device=task.device)
-        done = 0
-        with progress(self.samples, "banzhaf") as bar:
-            for start in range(0, self.samples, self.models_per_batch):
-                stop = min(start + self.models_per_batch, self.samples)
-                if budget.exhausted(next_cost=stop - start):
-                    break
-                weight = torch.as_tensor(masks[start:stop], device=task.device)
-                v[start:stop] = util.scores(index, weight, stream=0)
-                budget.spend(stop - start)
-                done = stop
-                bar.update(stop - start)
-        values = msr_values(masks[:done], v[:done]) if done else np.zeros(n)
-        return budget.valuation(values, subsets=done, training=training_label(self.compile))
+        masks = rng(task.seed, "banzhaf-subsets").random((self.samples, util.n)) < 0.5
+        v = subset_scores(util, masks, budget, "banzhaf")
+        return budget.valuation(msr_values(masks[:len(v)], v), subsets=len(v), training=training_label(self.compile))
 
 
 @hookimpl

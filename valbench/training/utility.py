@@ -4,8 +4,10 @@ of the task's learner trained on the source subset S, many subsets at once.
 Every model starts from ONE initialisation (``build_model(task.learner, task.seed)``) and is
 trained with a :class:`valbench.training.stacked.FullBatchRecipe` (the DVGS port's utility,
 docs/protocol.md 'The DVGS port': 200 full-batch Adam steps at lr 1e-4), so v is a
-deterministic set function for a given mask stream. Used by ``loo``, ``banzhaf`` and the
-permutation valuers (valbench.training.permutations).
+deterministic set function for a given mask stream. Used by ``loo``, the permutation valuers
+(valbench.training.permutations) and the subset-sampling valuers (``banzhaf``,
+``influence-subsample``, ``ame``), which share :func:`subset_scores` (v of pre-drawn subsets
+within a budget) and :func:`msr_values`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from valbench.training.stacked import FullBatchRecipe, StackedNet, UnsupportedNe
 from valbench.training.models import build_model, targets, tensor
 from valbench.training.scoring import batched_performance, check_metric, empty_set_score
 from valbench.budget import Budget, BudgetParams
+from valbench.progress import progress
 from valbench.types import ValuationTask
 
 # (y_target, outputs (M, n_target, ...)) -> (M, ...): what a model scores on the target set
@@ -166,3 +169,42 @@ class Utility:
         weight = torch.ones(1, self.n, device=self.task.device)
         vals = np.stack([self.scores(index, weight, stream=r, measure=measure)[0] for r in range(reps)])
         return vals[np.arange(replicates) % reps]
+
+
+def subset_scores(util: Utility, masks: np.ndarray, budget: Budget, label: str) -> np.ndarray:
+    """v of the subsets ``masks`` (m, n) 0/1, in order, ``util.models_per_batch`` models at
+    a time, until ``budget`` would be exceeded (the last batch is cut to the fits left):
+    returns v of the first k subsets trained, k <= m. Each fit is spent from ``budget``.
+    The masks are drawn up front by the caller, so a budget only truncates the sample."""
+    m, n = masks.shape
+    v = np.empty(m, dtype=np.float64)
+    index = torch.arange(n, device=util.task.device)
+    done = 0
+    with progress(m, label) as bar:
+        while done < m and not budget.exhausted(next_cost=1):
+            stop = min(done + util.models_per_batch, m)
+            left = budget.remaining_fits()
+            if left is not None:
+                stop = min(stop, done + left)
+            weight = torch.as_tensor(masks[done:stop], dtype=torch.float32, device=util.task.device)
+            v[done:stop] = util.scores(index, weight, stream=0)
+            budget.spend(stop - done)
+            bar.update(stop - done)
+            done = stop
+    return v[:done]
+
+
+def msr_values(masks: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """value_i = mean v over the subsets holding i minus mean v over those without it
+    (``masks`` (m, n) 0/1, ``v`` (m,)); 0 where either side is empty (no evidence).
+
+    The maximum-sample-reuse estimator: every model informs every sample's value. With
+    subsets drawn i.i.d. Bernoulli(1/2) it estimates the Banzhaf value (``banzhaf``), with
+    uniform subsets of one fixed size Feldman & Zhang's subsampled influence
+    (``influence-subsample``)."""
+    masks = np.asarray(masks).astype(bool)
+    inside = masks.sum(axis=0)
+    outside = len(v) - inside
+    mean_in = (masks * v[:, None]).sum(axis=0) / np.maximum(inside, 1)
+    mean_out = (~masks * v[:, None]).sum(axis=0) / np.maximum(outside, 1)
+    return np.where((inside > 0) & (outside > 0), mean_in - mean_out, 0.0)
