@@ -82,17 +82,20 @@ class Explicit:
                                                                 self.ys[i:i + 1]).sum())(self.theta)
                             for i in range(len(self.xs))])
 
-    def values(self, curvature: torch.Tensor, damping: float, rank: int | None = None) -> np.ndarray:
-        """w_i g_i^T (H + damping I)^{-1} g_t; ``rank``: only the top-|eigenvalue| eigenspace."""
-        h = curvature + damping * torch.eye(len(curvature), dtype=torch.float64)
-        if rank is None:
-            s = torch.linalg.solve(h, self.target_gradient())
-        else:
+    def values(self, curvature: torch.Tensor, damping: float, rank: int | None = None,
+               score: str = "target") -> np.ndarray:
+        """w_i g_i^T (H + damping I)^{-1} g_t, or (``score=self``) -w_i^2 g_i^T (H + damping I)^{-1} g_i;
+        ``rank``: only the top-|eigenvalue| eigenspace of H."""
+        inverse = torch.linalg.inv(curvature + damping * torch.eye(len(curvature), dtype=torch.float64))
+        if rank is not None:
             lam, u = torch.linalg.eigh(curvature)
             keep = lam.abs().argsort(descending=True)[:rank]
             u, lam = u[:, keep], lam[keep] + damping
-            s = u @ ((u.T @ self.target_gradient()) / lam)
-        return (self.ws * (self.sample_gradients() @ s)).numpy()
+            inverse = u @ torch.diag(1 / lam) @ u.T
+        g = self.sample_gradients()
+        if score == "self":
+            return (-self.ws ** 2 * ((g @ inverse) * g).sum(1)).numpy()
+        return (self.ws * (g @ inverse @ self.target_gradient())).numpy()
 
 
 def assert_close(got: np.ndarray, want: np.ndarray, rel: float) -> None:
@@ -128,10 +131,12 @@ def test_arnoldi_on_the_whole_space_equals_the_explicit_top_eigenspace(hessian):
     ex = Explicit(task)
     curvature = ex.hessian() if hessian == "exact" else ex.gauss_newton()
     n = len(ex.theta)
-    for rank in (n, 8):
+    for rank, score in ((n, "target"), (8, "target"), (n, "self"), (8, "self")):
         got = InfluenceValuer(solver="arnoldi", hessian=hessian, damping=0.05, arnoldi_iterations=n,
-                              rank=rank).value(task)
-        assert_close(got.values, ex.values(curvature, 0.05, rank=rank), 1e-3)
+                              rank=rank, score=score).value(task)
+        assert_close(got.values, ex.values(curvature, 0.05, rank=rank, score=score), 1e-3)
+    if hessian == "gauss-newton":  # positive definite once damped: every self-influence > 0, negated
+        assert (got.values < 0).all()
 
 
 def test_short_arnoldi_finds_the_top_eigenspace():
@@ -162,7 +167,7 @@ def test_budget_stops_after_one_iteration(solver):
 
 @pytest.mark.parametrize("params,match", [
     (dict(damping=-0.1), "damping must be"), (dict(solver="ekfac"), "solver must be"),
-    (dict(hessian="fisher"), "hessian must be"), (dict(cg_iterations=0), "cg_iterations must be"),
+    (dict(hessian="fisher"), "hessian must be"), (dict(score="self"), "score=self needs solver=arnoldi"), (dict(cg_iterations=0), "cg_iterations must be"),
     (dict(rank=0), "rank must be"), (dict(cg_tol=0.0), "cg_tol must be"), (dict(engine="x"), "engine must be"),
     (dict(max_seconds=-1.0), "max_seconds")])
 def test_bad_parameters_are_one_line_errors_before_any_work(params, match):

@@ -63,7 +63,7 @@ from torch import nn
 from valbench import hookimpl
 from valbench.budget import Budget, check_budget_params
 from valbench.errors import ValuationError
-from valbench.gradsim import ENGINES, SampleGradients, task_tensors
+from valbench.gradsim import ENGINES, SampleGradients, TaskTensors, task_tensors
 from valbench.seeding import torch_generator
 from valbench.training.models import SOURCE_MODEL, build_model, fit_learner, loss_function, single_thread
 from valbench.types import Valuation, ValuationTask
@@ -164,15 +164,15 @@ def conjugate_gradient(hvp: Operator, b: torch.Tensor, damping: float, iteration
     return s, info
 
 
-def arnoldi(hvp: Operator, b: torch.Tensor, damping: float, iterations: int, rank: int, generator: torch.Generator,
-            budget: Budget) -> tuple[torch.Tensor, dict]:
-    """U diag(1 / (lambda + damping)) U^T b from the ``rank`` Ritz pairs of largest |lambda|
-    of ``iterations`` Arnoldi steps on H (Schioppa et al. 2022, Algorithm 1)."""
-    n = len(b)
-    q = torch.randn(n, generator=generator, dtype=torch.float64).to(b.device)
+def arnoldi(hvp: Operator, n: int, damping: float, iterations: int, rank: int, generator: torch.Generator,
+            budget: Budget, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(U, lambda + damping) from the ``rank`` Ritz pairs of largest |lambda| of
+    ``iterations`` Arnoldi steps on the n x n H (Schioppa et al. 2022, Algorithm 1):
+    H^-1 ~ U diag(1 / (lambda + damping)) U^T."""
+    q = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
     basis = [q / q.norm()]
     m = min(iterations, n)
-    h = torch.zeros(m + 1, m, dtype=torch.float64, device=b.device)
+    h = torch.zeros(m + 1, m, dtype=torch.float64, device=device)
     info = {"iterations": 0, "stop": "iterations"}
     for k in range(m):
         if k > 0 and budget.exhausted(0):
@@ -198,7 +198,7 @@ def arnoldi(hvp: Operator, b: torch.Tensor, damping: float, iterations: int, ran
     lam = torch.where(lam.abs() > 1e-12, lam, torch.full_like(lam, math.inf))  # drop a singular direction
     u = torch.stack(basis[:k], dim=1) @ vectors[:, keep]  # (n, rank) Ritz vectors
     info.update(rank=len(keep), eigenvalues=[float(e) for e in eigenvalues[keep][:5]])
-    return u @ ((u.T @ b) / lam), info
+    return u, lam, info
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +210,7 @@ class InfluenceValuer:
     test_params = {"cg_iterations": 20, "arnoldi_iterations": 20, "rank": 10}  # the conformance kit
 
     solver: Literal["cg", "arnoldi"] = "cg"
+    score: Literal["target", "self"] = "target"
     hessian: Literal["gauss-newton", "exact"] = "gauss-newton"
     damping: float = 0.01
     cg_iterations: int = 100
@@ -223,6 +224,10 @@ class InfluenceValuer:
     def validate(self) -> None:
         if self.solver not in ("cg", "arnoldi"):
             raise ValueError(f"solver must be 'cg' or 'arnoldi', got {self.solver!r}")
+        if self.score not in ("target", "self"):
+            raise ValueError(f"score must be 'target' or 'self', got {self.score!r}")
+        if self.score == "self" and self.solver != "arnoldi":
+            raise ValueError("score=self needs solver=arnoldi (with cg it would be one solve per source sample)")
         if self.hessian not in ("gauss-newton", "exact"):
             raise ValueError(f"hessian must be 'gauss-newton' or 'exact', got {self.hessian!r}")
         if not (self.damping >= 0 and np.isfinite(self.damping)):
@@ -251,29 +256,40 @@ class InfluenceValuer:
         budget.spend()
         loss_fn = loss_function(learner, "none")
         grads = SampleGradients(model, loss_fn, t.xs, t.ys, parameters=self.parameters, engine=self.engine)
-        try:
-            with single_thread(task.device):
-                s, info = self._solve(task, model, loss_fn, t, grads, budget)
-                dot, _ = grads.dots(unflatten(s.to(torch.float32), grads.params))
-        finally:
-            grads.close()
-        values = (t.source_weight * dot).double().cpu().numpy()
-        if not np.isfinite(values).all():
-            raise ValuationError(f"influence: the inverse-Hessian product is NaN or infinite "
-                                 f"(solver={self.solver}); raise damping above {self.damping:g}")
-        return budget.valuation(values, solver=self.solver, hessian=self.hessian, engine=grads.choice.name, parameters=grads.n_params,
-                                **info)
-
-    def _solve(self, task: ValuationTask, model: nn.Module, loss_fn: nn.Module, t, grads: SampleGradients,
-               budget: Budget) -> tuple[torch.Tensor, dict]:
-        """s = (H + damping I)^{-1} g_t, flat float64 over the selected parameters."""
-        g_t = flatten(grads.mean_gradient(t.xt, t.yt, t.target_coef)).double()
         hvp = curvature_operator(model, loss_fn, t.xs, t.ys, t.source_weight / t.source_weight.sum(), grads.names,
                                  self.hessian)
-        if self.solver == "cg":
-            return conjugate_gradient(hvp, g_t, self.damping, self.cg_iterations, self.cg_tol, budget)
-        gen = torch_generator(task.seed, "influence", "arnoldi")
-        return arnoldi(hvp, g_t, self.damping, self.arnoldi_iterations, self.rank, gen, budget)
+        try:
+            with single_thread(task.device):
+                if self.solver == "cg":
+                    g_t = flatten(grads.mean_gradient(t.xt, t.yt, t.target_coef)).double()
+                    s, info = conjugate_gradient(hvp, g_t, self.damping, self.cg_iterations, self.cg_tol, budget)
+                    values = t.source_weight * grads.dots(unflatten(s.float(), grads.params))[0]
+                else:
+                    gen = torch_generator(task.seed, "influence", "arnoldi")
+                    u, lam, info = arnoldi(hvp, grads.n_params, self.damping, self.arnoldi_iterations, self.rank, gen,
+                                           budget, t.xs.device)
+                    values = self._from_eigenspace(u, lam, grads, t)
+        finally:
+            grads.close()
+        out = values.double().cpu().numpy()
+        if not np.isfinite(out).all():
+            raise ValuationError(f"influence: the inverse-Hessian product is NaN or infinite "
+                                 f"(solver={self.solver}); raise damping above {self.damping:g}")
+        return budget.valuation(out, solver=self.solver, hessian=self.hessian, score=self.score,
+                                engine=grads.choice.name, parameters=grads.n_params, **info)
+
+    def _from_eigenspace(self, u: torch.Tensor, lam: torch.Tensor, grads: SampleGradients,
+                         t: TaskTensors) -> torch.Tensor:
+        """Values from H^-1 ~ U diag(1 / lam) U^T: the target score needs one per-sample pass
+        (against s = U (U^T g_t / lam)); self-influence one per kept direction."""
+        if self.score == "target":
+            g_t = flatten(grads.mean_gradient(t.xt, t.yt, t.target_coef)).double()
+            s = u @ ((u.T @ g_t) / lam)
+            return t.source_weight * grads.dots(unflatten(s.float(), grads.params))[0]
+        total = torch.zeros(len(t.xs), dtype=torch.float64, device=t.xs.device)
+        for j in range(u.shape[1]):
+            total += grads.dots(unflatten(u[:, j].float(), grads.params))[0].double().pow(2) / lam[j]
+        return -t.source_weight.double().pow(2) * total
 
 
 @hookimpl
