@@ -167,7 +167,8 @@ def test_budget_stops_after_one_iteration(solver):
 
 @pytest.mark.parametrize("params,match", [
     (dict(damping=-0.1), "damping must be"), (dict(solver="ekfac"), "solver must be"),
-    (dict(hessian="fisher"), "hessian must be"), (dict(score="self"), "score=self needs solver=arnoldi"), (dict(cg_iterations=0), "cg_iterations must be"),
+    (dict(hessian="fisher"), "hessian must be"),
+    (dict(score="self"), "score=self needs solver=arnoldi"), (dict(cg_iterations=0), "cg_iterations must be"),
     (dict(rank=0), "rank must be"), (dict(cg_tol=0.0), "cg_tol must be"), (dict(engine="x"), "engine must be"),
     (dict(max_seconds=-1.0), "max_seconds")])
 def test_bad_parameters_are_one_line_errors_before_any_work(params, match):
