@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from valbench.testing import check_valuer, easy_task, unsupervised_task
+from valbench.testing import easy_task, unsupervised_task
 from valbench.training.models import SOURCE_MODEL, class_weights, fit_learner, loss_function
 from valbench.types import Learner
 from valbench_plugins.valuers.influence import InfluenceValuer
@@ -187,6 +187,3 @@ def test_negative_curvature_at_the_first_step_asks_for_more_damping():
     with pytest.raises(Exception, match="raise damping"):
         InfluenceValuer(hessian="exact", damping=0.0).value(task)
 
-
-def test_conformance():
-    check_valuer(InfluenceValuer)

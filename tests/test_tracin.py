@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from valbench.testing import check_valuer, easy_task, unsupervised_task
+from valbench.testing import easy_task, unsupervised_task
 from valbench.training.models import SOURCE_MODEL, class_weights, fit_learner, loss_function
 from valbench.types import Learner
 from valbench_plugins.valuers.tracin import TracInValuer, checkpoint_epochs
@@ -106,6 +106,3 @@ def test_check_refuses_more_checkpoints_than_the_learners_epochs():
     with pytest.raises(ValueError, match="matches no parameter"):
         TracInValuer(parameters="nothing$").check(small_task(True))
 
-
-def test_conformance():
-    check_valuer(TracInValuer)
