@@ -85,7 +85,7 @@ from valbench.seeding import torch_generator
 from valbench.training.models import SOURCE_MODEL, build_model, fit_learner, loss_function, single_thread
 from valbench.types import Valuation, ValuationTask
 
-HVP_CHUNK = 4096  # source samples per double-backward pass (memory only)
+HVP_CHUNK = 1024  # source samples per double-backward pass (memory only: a double backward holds two graphs)
 Operator = Callable[[torch.Tensor], torch.Tensor]  # flat float64 vector -> H v
 
 
