@@ -11,11 +11,14 @@
 - :mod:`~valbench.gradsim.masks`: device-independent per-sample dropout masks;
 - :mod:`~valbench.gradsim.similarity`: cosine / dot / projection / euclidean from dot
   products and norms;
-- :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself (``dvgs(task, DVGSConfig(...))``).
+- :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself (``dvgs(task, DVGSConfig(...))``);
+- :mod:`~valbench.gradsim.persample`: <g_i, v> for any vector v at given parameters
+  (:class:`SampleGradients`), for other gradient-based valuers (influence, TracIn).
 """
 from valbench.gradsim.driver import ENGINES, build_engine, choose_engine, source_terms
 from valbench.gradsim.engines import UnsupportedModel, check_model, select_parameters
+from valbench.gradsim.persample import SampleGradients, TaskTensors, task_tensors
 from valbench.gradsim.similarity import SIMILARITIES, similarity
 
-__all__ = ["ENGINES", "SIMILARITIES", "UnsupportedModel", "build_engine", "check_model", "choose_engine",
-           "select_parameters", "similarity", "source_terms"]
+__all__ = ["ENGINES", "SIMILARITIES", "SampleGradients", "TaskTensors", "UnsupportedModel", "build_engine",
+           "check_model", "choose_engine", "select_parameters", "similarity", "source_terms", "task_tensors"]

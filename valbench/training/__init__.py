@@ -14,9 +14,9 @@ to build, fit, predict with and score the task's model. Never imports valbench.g
   :mod:`~valbench.training.adam`: hand-written passes for layer chains, Mish in closed
   form, Adam without torch.optim.
 """
-from valbench.training.models import (TARGET_MODEL, build_model, class_weights, default_learner, fit_learner,
-                                      fit_model, loss_function, predict, targets, tensor)
+from valbench.training.models import (SOURCE_MODEL, TARGET_MODEL, build_model, class_weights, default_learner,
+                                      fit_learner, fit_model, loss_function, predict, targets, tensor)
 from valbench.training.scoring import check_metric, default_metric, performance
 
-__all__ = ["TARGET_MODEL", "build_model", "check_metric", "class_weights", "default_learner", "default_metric",
-           "fit_learner", "fit_model", "loss_function", "performance", "predict", "targets", "tensor"]
+__all__ = ["SOURCE_MODEL", "TARGET_MODEL", "build_model", "check_metric", "class_weights", "default_learner",
+           "default_metric", "fit_learner", "fit_model", "loss_function", "performance", "predict", "targets", "tensor"]

@@ -133,11 +133,18 @@ def loss_function(learner: Learner, reduction: str = "mean", class_weights: torc
     return _MSEPerSample(reduction)
 
 
+EpochCallback = Callable[[int, nn.Module], "bool | None"]
+
+
 def fit_model(learner: Learner, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int,
-              device: str = "cpu", sample_weight: np.ndarray | None = None) -> nn.Module:
+              device: str = "cpu", sample_weight: np.ndarray | None = None,
+              on_epoch: EpochCallback | None = None) -> nn.Module:
     """Train ``model`` in place with ``learner``'s recipe (Adam, mini-batches reshuffled
     each epoch). Every random choice (batch order, dropout masks) comes from ``seed``;
-    the global torch generators are left as they were."""
+    the global torch generators are left as they were. ``on_epoch(epoch, model)`` (epoch
+    counted from 1) is called after every epoch, e.g. to take a checkpoint (TracIn); it
+    must not draw from torch's global generator, and returning True ends the training
+    there. The model is back in train mode after each call."""
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(derive_seed(seed, "fit-dropout"))
@@ -149,7 +156,7 @@ def fit_model(learner: Learner, model: nn.Module, x: np.ndarray, y: np.ndarray, 
         gen = torch_generator(seed, "fit-batches")
         n = len(xt)
         model.train()
-        for _ in range(learner.epochs):
+        for epoch in range(learner.epochs):
             order = torch.randperm(n, generator=gen).to(device)
             for start in range(0, n, learner.batch_size):
                 idx = order[start:start + learner.batch_size]
@@ -158,6 +165,11 @@ def fit_model(learner: Learner, model: nn.Module, x: np.ndarray, y: np.ndarray, 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            if on_epoch is not None:
+                stop = on_epoch(epoch + 1, model)
+                model.train()
+                if stop:
+                    break
     return model
 
 
@@ -175,20 +187,24 @@ def predict(learner: Learner, model: nn.Module, x: np.ndarray, device: str = "cp
 # confident-learning[model=learner] share it, so they use the very same model: their
 # values are then monotone transforms of each other (-CE = log p(y)), by design.
 TARGET_MODEL = "target-model"
+# The stream of the one model fitted on the source set with the learner's own recipe:
+# influence and tracin (at its default epochs and lr) value the very same model.
+SOURCE_MODEL = "source-model"
 
 
 def fit_learner(learner: Learner, x: np.ndarray, y: np.ndarray, n_classes: int | None, *, seed: int,
-                device: str, label: str) -> nn.Module:
+                device: str, label: str, on_epoch: EpochCallback | None = None) -> nn.Module:
     """The task's model from its seeded initialisation, trained on (x, y) with the learner's
-    recipe (:func:`fit_model`, seeded by (seed, ``label``)), on one thread on CPU. A
-    class-balanced learner (ADULT, BLOG) weights each sample by w_c = n / (K n_c) of its
-    class, as DVGS weights its target loss."""
+    recipe (:func:`fit_model`, seeded by (seed, ``label``); ``on_epoch`` as there), on one
+    thread on CPU. A class-balanced learner (ADULT, BLOG) weights each sample by
+    w_c = n / (K n_c) of its class, as DVGS weights its target loss."""
     model = build_model(learner, seed, device)
     weight = None
     if learner.class_balance and n_classes is not None:
         weight = class_weights(y, n_classes)[np.asarray(y, dtype=np.int64)]
     with single_thread(device):
-        return fit_model(learner, model, x, y, seed=derive_seed(seed, label), device=device, sample_weight=weight)
+        return fit_model(learner, model, x, y, seed=derive_seed(seed, label), device=device, sample_weight=weight,
+                         on_epoch=on_epoch)
 
 
 class _MSEPerSample(nn.Module):

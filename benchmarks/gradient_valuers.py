@@ -1,0 +1,48 @@
+"""Wall clock, process CPU time and corrupted-label AUROC of the gradient-based valuers
+(``influence``, ``tracin``) on ADULT exp1 (1000 source samples, 20% flipped labels),
+with ``target-loss`` (one fit of the learner) as the reference for the cost of a fit.
+
+    .venv/bin/python benchmarks/gradient_valuers.py --seeds 0 1 2 [--valuers 'influence,tracin[score=self]']
+
+On a shared machine prefer the CPU column: wall clock grows with the other jobs' load.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from sklearn.metrics import roc_auc_score
+
+from tmc_budget import exp1_task
+from valbench.grid import specs_from
+from valbench.params import resolve
+from valbench.plugins import build_registry
+
+DEFAULT = ("target-loss,influence,influence[solver=arnoldi],influence[solver=arnoldi,score=self],"
+           "influence[parameters=last],tracin,tracin[score=self]")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--valuers", default=DEFAULT, help="comma-separated valuer specs")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    registry = build_registry()
+    configs = [resolve(registry, "valuer", s) for s in specs_from(args.valuers, "valuers")]
+    print(f"{'seed':>4s} {'valuer':45s} {'wall s':>7s} {'cpu s':>7s} {'auroc':>6s}", flush=True)
+    for seed in args.seeds:
+        task, truth = exp1_task(seed)
+        for config in configs:
+            valuer = config.build()
+            t, c = time.perf_counter(), time.process_time()
+            out = valuer.value(task)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            values = getattr(out, "values", out)
+            auroc = roc_auc_score(truth, -values)
+            print(f"{seed:4d} {config.label:45s} {wall:7.1f} {cpu:7.1f} {auroc:6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
