@@ -185,3 +185,14 @@ def test_a_sinkhorn_cut_short_by_max_iter_says_so(ot):
     # two far-apart clusters make Sinkhorn slow (tol 1e-9 takes more than 10000 iterations here)
     assert not LavaValuer(reg=1.0, tol=1e-6).value(task).stopped_early
     assert not LavaValuer(method="exact", max_iter=1).value(task).stopped_early  # max_iter is Sinkhorn's
+
+
+def test_the_torch_backend_gives_the_numpy_values(ot, monkeypatch):
+    """On a GPU the arrays are torch tensors; the same computation on CPU tensors must agree."""
+    import torch
+
+    task = separable_task()
+    want = LavaValuer(reg=1.0, tol=1e-6).value(task).values
+    monkeypatch.setattr(LavaValuer, "_to", staticmethod(lambda device: lambda a: torch.as_tensor(np.asarray(a, float))))
+    got = LavaValuer(reg=1.0, tol=1e-6).value(task).values
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)

@@ -32,15 +32,16 @@ asks for the potentials). Where valbench differs:
 
 - Solver: POT (``pot`` on PyPI, import name ``ot``; ``pip install 'valbench[lava]'``)
   instead of geomloss. POT is the maintained reference OT library (MIT, numpy and torch
-  backends, exact LP and log-domain Sinkhorn behind one ``ot.solve``), it installs from
-  wheels without a compiler, and its exact solver is what the tests check against.
+  backends, so the task's device is used; an exact LP solver and log-domain Sinkhorn),
+  it installs from wheels without a compiler, and its exact solver is what the tests
+  check the potentials against.
   It is an optional extra: imported only inside the valuer, and ``check()`` says how
   to install it when it is missing.
 - Convergence: Sinkhorn runs to ``tol`` (POT's marginal violation); geomloss anneals
   epsilon and stops after one pass per scale, so its potentials are an approximation
   of these. Potentials are defined up to a constant, which the calibration removes.
-- Features: the paper embeds images with a network trained on the data (for CIFAR-10 a
-  ResNet); valbench uses the features the task gives (for ADULT and BLOG the min-max
+- Features: the paper computes the feature cost on images embedded by a pretrained
+  network; valbench uses the features the task gives (for ADULT and BLOG the min-max
   scaled table, for cifar10 the dataset's Inception features), optionally z-scored
   (``standardize``: each column by the mean and standard deviation of source and target
   together; constant columns are left as they are).
