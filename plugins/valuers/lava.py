@@ -54,9 +54,11 @@ outer 1000 x 400 Sinkhorn problem and four class-pair problems (the outer one to
 --seeds 5 --metrics corruption-auroc,corruption-ap``: 36-147 s per valuation, median
 108 s, on the 2 shared CPU cores of the development machine while other jobs kept its load
 near 13 (so noisy, and slower than an idle machine); ``method=exact`` took about 1 s.
-corruption-auroc 0.552 +- 0.019 (sinkhorn) and 0.560 +- 0.021 (exact) over seeds 0-4:
-close to chance, like OpenDataVal's LAVA on ADULT (0.52); ADULT's classes overlap in its
-raw features. Sinkhorn converges slowly when the cost range is large against ``reg``
+corruption-auroc over seeds 0-4 (valbench table 1): 0.552 +- 0.019 (sinkhorn), 0.561 +-
+0.018 (exact), 0.544 +- 0.012 (exact, standardize): close to chance, like OpenDataVal's
+LAVA on ADULT (0.52); ADULT's classes overlap in its raw features. With standardize and
+Sinkhorn, z-scored rare one-hot columns make costs large against reg = 0.1 and Sinkhorn
+slow: seed 0 had not finished after 14 minutes on the loaded machine (not measured further). Sinkhorn converges slowly when the cost range is large against ``reg``
 (far-apart clusters): ``max_iter`` then stops it, ``stopped_early`` says so, and
 ``info["marginal_error"]`` is the largest marginal violation of any problem solved. With
 ``method=exact`` the dual of a problem with uniform weights is degenerate, so its
