@@ -79,8 +79,8 @@ class BanzhafValuer(RetrainingParams):
         index = torch.arange(n, device=task.device)
         done = 0
         with progress(self.samples, "banzhaf") as bar:
-            for start in range(0, self.samples, self.models_per_batch):
-                stop = min(start + self.models_per_batch, self.samples)
+            for start in range(0, self.samples, util.models_per_batch):
+                stop = min(start + util.models_per_batch, self.samples)
                 if budget.exhausted(next_cost=stop - start):
                     break
                 weight = torch.as_tensor(masks[start:stop], device=task.device)
@@ -89,7 +89,8 @@ class BanzhafValuer(RetrainingParams):
                 done = stop
                 bar.update(stop - start)
         values = msr_values(masks[:done], v[:done]) if done else np.zeros(n)
-        return budget.valuation(values, subsets=done, training=training_label(self.compile))
+        return budget.valuation(values, subsets=done, training=training_label(self.compile),
+                                models_per_batch=util.models_per_batch)
 
 
 @hookimpl

@@ -228,6 +228,7 @@ class TMCShapleyValuer(RetrainingParams):
 
     name = "tmc-shapley"
     version = "1"
+    per_copy_rows = True  # each prefix model trains on its own rows (sizes models_per_batch="auto")
     # cheap settings for the conformance kit: 2 permutations of 10-step fits
     test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 2, "permutations_per_batch": 2,
                    "models_per_batch": 200, "compile": False}
@@ -278,13 +279,13 @@ class TMCShapleyValuer(RetrainingParams):
                       seed=task.seed, tolerance=self.tolerance, patience=self.patience, stopping=self.stopping,
                       threshold=self.threshold, min_permutations=self.min_permutations,
                       max_permutations=self.max_permutations, permutations_per_batch=self.permutations_per_batch,
-                      models_per_batch=self.models_per_batch, budget=budget, device=task.device,
+                      models_per_batch=util.models_per_batch, budget=budget, device=task.device,
                       on_wave=None if on_wave is None else lambda p, v: on_wave(p, v, budget))
         cuts = [t for t in res.truncated_at if t is not None]
         return budget.valuation(res.values, permutations=res.permutations, converged=res.converged,
                                 statistic=res.statistic, v_full=float(v_full.mean()), v_empty=util.empty,
                                 mean_truncation=float(np.mean(cuts)) if cuts else None,
-                                training=training_label(self.compile))
+                                training=training_label(self.compile), models_per_batch=util.models_per_batch)
 
 
 @hookimpl
