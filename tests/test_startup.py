@@ -27,3 +27,17 @@ def test_adult_cached_encoding_equals_the_parsed_one(tmp_path, monkeypatch):
     for a, b, c in zip(parsed, first, again):
         assert a.dtype == b.dtype == c.dtype and np.array_equal(a, b) and np.array_equal(a, c)
     assert adult.fingerprint(None) == adult.load_frames(None)[2]
+
+
+def test_planning_a_run_scores_nothing_so_loads_no_scoring_library():
+    """precheck asks the metrics' check(truth) instead of probing score(), so planning a
+    one-job ADULT run (its data prepared, every default metric checked) needs neither
+    scikit-learn, scipy nor pandas once ADULT's encoding is cached (the first run makes it)."""
+    code = ("import sys; from valbench.api import plan; from valbench.grid import build_experiment; "
+            "from valbench.plugins import build_registry; "
+            "plan(build_experiment({'datasets': 'adult', 'corruptions': 'labels', 'valuers': 'random', 'seeds': 1}), "
+            "build_registry(), 'cpu'); "
+            "print(sorted(m for m in ('pandas', 'sklearn', 'scipy') if m in sys.modules))")
+    adult.encoded.__wrapped__(None)  # fill this session's data cache first (pandas parses the CSV files)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
