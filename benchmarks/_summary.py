@@ -14,7 +14,7 @@ PREFIX = "BENCH "
 
 
 def row(name: str, value: float, comparison: str, comparison_value: float, unit: str = "s") -> dict:
-    ratio = value / comparison_value if comparison_value else float("nan")
+    ratio = value / comparison_value if comparison_value > 0 and value > 0 else float("nan")  # 0: not measured
     return {"row": name, "value": round(value, 6), "unit": unit, "comparison": comparison,
             "comparison_value": round(comparison_value, 6), "ratio": round(ratio, 4)}
 

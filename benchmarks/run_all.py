@@ -105,7 +105,7 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     for name, r in rows:
         lines.append(f"| {name} | {r['row']} | {fmt(r['value'], r['unit'])} | {r['comparison']} | "
-                     f"{fmt(r['comparison_value'], r['unit'])} | {r['ratio']:.3g} |")
+                     f"{fmt(r['comparison_value'], r['unit'])} | {r['ratio']:.3g} |".replace("| nan |", "| (not measured) |"))
     lines += ["", "| script | wall | status |", "|---|---|---|"]
     lines += [f"| {name} | {wall:.0f} s | {st} |" for name, wall, st in status]
     text = "\n".join(lines) + "\n"
