@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ import torch.nn.functional as F
 from valbench.training.stacked import FullBatchRecipe, compile_status, train_single, train_stacked
 from valbench_plugins.datasets.adult import Adult
 from valbench.training.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import emit, row as summary_row  # noqa: E402
 
 N_FULL = 10
 
@@ -51,7 +56,10 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=3, help="one-at-a-time models timed per repeat")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--quick", action="store_true", help="1 repeat, 1 single model, 16 per batch, 40 steps, eager only")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.single, args.batch, args.steps = 1, 1, 16, 40
     torch.set_num_threads(args.threads)
 
     splits = Adult().load(0)
@@ -119,12 +127,14 @@ def main() -> None:
     paths = {"one-at-a-time (port)": one_port, "one-at-a-time (same)": one_same,
              "batched (eager)": batched(False), "batched (compiled)": batched(True),
              "matrix products only": gemm_only}
-    # warm-up (and compilation, timed apart)
-    t = time.perf_counter()
-    small = FullBatchRecipe(steps=2, lr=1e-4, dropout="shared", compile=True)
-    train_stacked(build_model(learner, 0), x, y, torch.arange(n), torch.ones(args.batch, n), supervised=True,
-                  recipe=small, seed=0)
-    print(f"torch.compile warm-up (one-off per process, not in the timings): {time.perf_counter() - t:.1f} s")
+    if args.quick:  # compiling takes longer than the quick timings themselves
+        del paths["batched (compiled)"]
+    else:  # warm-up (and compilation, timed apart)
+        t = time.perf_counter()
+        small = FullBatchRecipe(steps=2, lr=1e-4, dropout="shared", compile=True)
+        train_stacked(build_model(learner, 0), x, y, torch.arange(n), torch.ones(args.batch, n), supervised=True,
+                      recipe=small, seed=0)
+        print(f"torch.compile warm-up (one-off per process, not in the timings): {time.perf_counter() - t:.1f} s")
     for fn in paths.values():  # warm-up: first-call costs (allocator, thread pool) not in the timings
         fn(args.repeats)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
@@ -132,6 +142,7 @@ def main() -> None:
         for name, fn in paths.items():
             times[name].append(fn(rep))
     print(f"torch.compile gave up: {compile_status()}" if compile_status() else "torch.compile: in use")
+    wall = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
     for col, label in ((0, "wall clock"), (1, "process CPU time (all threads)")):
         med = {k: statistics.median(t[col] for t in v) for k, v in times.items()}
         base, same = med["one-at-a-time (port)"], med["one-at-a-time (same)"]
@@ -147,6 +158,12 @@ def main() -> None:
     print(f"Measured {args.single * args.repeats} one-at-a-time models and {args.batch * args.repeats} batched "
           f"models per path; the full-LOO column is extrapolated from the per-model medians, not measured. "
           f"'vs same' compares with one-at-a-time training of the same recipe and dropout masks.")
+    best = min(wall[k] for k in ("batched (eager)", "batched (compiled)") if k in wall)
+    emit("batched_training", [
+        summary_row("LOO batched, s per model", best, "DVGS port, one model at a time", wall["one-at-a-time (port)"]),
+        summary_row("LOO batched, s per model", best, "matrix products only (the CPU ceiling; goal ratio <= 1.67)",
+                    wall["matrix products only"]),
+    ], steps=args.steps, batch=args.batch)
 
 if __name__ == "__main__":
     main()

@@ -79,6 +79,9 @@ from valbench.timing import timed
 from valbench.training.models import build_model
 from valbench.types import Learner, Split, ValuationTask
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _summary import emit, row as summary_row  # noqa: E402
+
 FEATURES = 978
 AE = Learner("mlp-autoencoder", FEATURES, FEATURES, hidden=(250,), latent=32, dropout=0.0, norm=False)
 # The paper's runs (docs/protocol.md): step counts, rows per step and published minutes.
@@ -248,7 +251,10 @@ def main() -> None:
                     help="H200 peak for the FLOP ceiling (default: 67 FP32, or 495 if TF32 matmuls are on)")
     ap.add_argument("--efficiency", type=float, default=0.5, help="fraction of that peak assumed")
     ap.add_argument("--json", default="", help="also write the JSON line to this file")
+    ap.add_argument("--quick", action="store_true", help="2k and 10k rows, steps 1,3, 1 repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.steps, args.repeats = "2000,10000", "1,3", 1
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
@@ -344,6 +350,13 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             fh.write(line + "\n")
+    auto = per_setting.get("auto") or next(iter(per_setting.values()))
+    emit("dvgs_scale", [
+        summary_row(f"DVGS at scale: growth exponent of time per step ({sizes[0]:,}-{sizes[-1]:,} rows)",
+                    auto["time_exponent"], "goal: linear in the rows (1.0)", 1.0, unit="exponent"),
+        summary_row("DVGS exp8 estimate from measured steps", auto["exp8_s"], "paper: 41.7 min on one RTX 3090",
+                    EXP8["paper_min"] * 60),
+    ])
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ import contextlib
 import importlib.util
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,6 +50,9 @@ from valbench.training.models import build_model, loss_function
 from valbench.types import Learner
 from valbench.timing import timed
 from valbench.types import Split, ValuationTask
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import emit, row as summary_row  # noqa: E402
 
 NAIVE_LIMIT_S = 60.0  # skip the naive loop where its measurement would take longer
 BUDGET_S = 120.0  # time for the repeats of one slow engine on one case
@@ -151,7 +156,8 @@ def row(name: str, t: Timing2, n: int, floor: Timing2, peak: float | None = None
           f"{t.wall / floor.wall:8.2f} {t.cpu / floor.cpu:8.2f}{note}")
 
 
-def bench(case: Case, device: str, repeats: int, engines: tuple[str, ...] = ("opacus", "naive")) -> None:
+def bench(case: Case, device: str, repeats: int, engines: tuple[str, ...] = ("opacus", "naive")) -> list[dict]:
+    """Prints the case's table; returns its summary rows (run_all.py)."""
     task = make_task(case, device)
     n = case.n_source
     print(f"\n{case.name}: {n:,} source, {case.n_target} target (one full batch), device {device}")
@@ -197,9 +203,16 @@ def bench(case: Case, device: str, repeats: int, engines: tuple[str, ...] = ("op
     if "naive" in results:
         line.append(f"naive/fast {results['naive'].wall / f.wall:.0f}x")
     print("  ratios: " + ", ".join(line))
+    out = [summary_row(f"DVGS step, {case.name}, {n:,} source: fast engine", f.wall,
+                       "one plain forward + backward pass (the floor)", floor.wall)]
+    if "opacus" in results:
+        out.append(summary_row(f"DVGS step, {case.name}, {n:,} source: Opacus", results["opacus"].wall,
+                               "the fast engine", f.wall))
+    return out
 
 
-def exp1(device: str, repeats: int) -> None:
+def exp1(device: str, repeats: int) -> list[dict]:
+    """Prints the exp1 valuation times; returns its summary row (run_all.py)."""
     from valbench.grid import build_experiment, expand
     from valbench.plugins import build_registry
     from valbench.runner import CellCache, task_for
@@ -220,6 +233,9 @@ def exp1(device: str, repeats: int) -> None:
         times = [r[0] for r in rs]
         print(f"  {rs[0][2]:34s} {statistics.median(times):.2f} s median of {repeats} "
               f"(min {min(times):.2f}, max {max(times):.2f}); process CPU {statistics.median(r[1] for r in rs):.2f} s")
+    hand, hooks = (statistics.median(r[0] for r in runs[h]) for h in (False, True))
+    return [summary_row("DVGS exp1 valuation (ADULT, 3 x 100 steps)", hand,
+                        "the same through autograd + module hooks", hooks)]
 
 
 def main() -> None:
@@ -232,26 +248,31 @@ def main() -> None:
     ap.add_argument("--engines", default="opacus,naive",
                     help="engines measured besides fast (comma-separated; opacus is skipped where not installed)")
     ap.add_argument("--ae-source", type=int, default=10_000, help="source size of the autoencoder case (0: skip it)")
+    ap.add_argument("--quick", action="store_true", help="2 repeats, 1k MLP and 2k autoencoder, opacus only")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.sizes, args.ae_source, args.engines = 2, "1000", 2000, "opacus"
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
           f"medians of {args.repeats} repeats (slow engines: fewer, as noted); "
           f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
-    exp1(device, args.repeats)
+    rows = exp1(device, args.repeats)
     if args.exp1_only:
+        emit("dvgs_speed", rows)
         return
     engines = tuple(e for e in args.engines.split(",") if e)
     unknown = set(engines) - {"opacus", "naive"}
     if unknown:
         ap.error(f"--engines takes opacus and naive, got {', '.join(sorted(unknown))}")
     for n in (int(s) for s in args.sizes.split(",") if s):
-        bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats, engines)
+        rows += bench(Case("MLP 108-100-100-2", Learner("mlp", 108, 2), n, 400, 2), device, args.repeats, engines)
     if args.ae_source:
         ae = Learner("mlp-autoencoder", 978, 978, hidden=(250,), latent=32, dropout=0.0, norm=False)
-        bench(Case("MLP autoencoder 978-250-32", ae, args.ae_source, 2000, None), device, args.repeats, engines)
+        rows += bench(Case("MLP autoencoder 978-250-32", ae, args.ae_source, 2000, None), device, args.repeats, engines)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other processes on the machine slow every number)")
+    emit("dvgs_speed", rows)
 
 
 if __name__ == "__main__":

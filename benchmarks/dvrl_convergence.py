@@ -9,7 +9,9 @@ iteration (exp1: docs/protocol.md). Usage:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +21,11 @@ from valbench.grid import build_experiment, expand
 from valbench.plugins import build_registry
 from valbench.runner import CellCache, task_for
 from valbench_plugins.valuers.dvrl import DVRLValuer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import emit, row as summary_row  # noqa: E402
+
+PAPER_S_PER_ITERATION = 9.9 * 60 / 2000  # the DVGS paper: 9.9 min for 2000 iterations on one RTX 3090
 
 
 def main() -> None:
@@ -30,7 +37,11 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline", default="fixed")
+    ap.add_argument("--quick", action="store_true", help="seed 0, 10 iterations")
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.iterations, args.every = "0", 10, 5
+    per_iteration = []
     torch.set_num_threads(args.threads)
     registry = build_registry()
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -50,6 +61,9 @@ def main() -> None:
         wall = time.perf_counter() - start
         print(f"seed {seed} final auroc {roc_auc_score(truth, -out.values):.4f} fits {out.fits} "
               f"wall {wall:.1f} s ({wall / max(out.info['iterations'], 1):.3f} s/iteration) info {out.info}", flush=True)
+        per_iteration.append(wall / max(out.info["iterations"], 1))
+    emit("dvrl_convergence", [summary_row("DVRL exp1, s per outer iteration", float(np.median(per_iteration)),
+                                          "paper: one RTX 3090 (stated, not measured here)", PAPER_S_PER_ITERATION)])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ vs two intra-op threads for the fast trainer (why DVRL pins one thread on CPU).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,12 +22,18 @@ from valbench.training.repeated import AutogradTrainer, FlatMLPTrainer, Minibatc
 from valbench.training.models import build_model
 from valbench.types import Learner
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import emit, row as summary_row  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="2 epochs, 2 repeats")
     args = ap.parse_args()
+    if args.quick:
+        args.epochs, args.repeats = 2, 2
     g = np.random.default_rng(0)
     x = torch.tensor((g.random((1000, 108)) < 0.13).astype(np.float32))
     y = torch.tensor(g.integers(0, 2, 1000))
@@ -50,6 +58,8 @@ def main() -> None:
     print(f"speedup flat vs autograd (1 thread): {med['autograd, 1 thread'] / med['flat, 1 thread']:.2f}x")
     print(f"1 vs 2 threads (flat): {med['flat, 2 threads'] / med['flat, 1 thread']:.2f}x")
     print(f"=> one DVRL outer iteration at exp1 size ~ {4 * 100 * med['flat, 1 thread'] / 1e6:.2f} s of inner training")
+    emit("fastfit_speed", [summary_row("DVRL inner fit, flat trainer, s per step", med["flat, 1 thread"] / 1e6,
+                                       "autograd loop, 1 thread", med["autograd, 1 thread"] / 1e6)])
 
 
 if __name__ == "__main__":

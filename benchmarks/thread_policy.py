@@ -15,6 +15,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import emit, row as summary_row  # noqa: E402
 
 ONE = r"""
 import sys, time, torch
@@ -47,7 +51,10 @@ def measure(repeats: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="1 repeat")
     args = p.parse_args()
+    if args.quick:
+        args.repeats = 1
     print(f"DVGS exp1 valuation, seconds (median of {args.repeats}), {os.cpu_count()} cores")
     quiet = measure(args.repeats)
     neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -61,6 +68,12 @@ def main() -> None:
     best = min(quiet.values())
     print(f"  quiet: ACTIVE/2 is {quiet['ACTIVE, 2 thread(s)'] / best:.2f}x the best; busy: PASSIVE/2 is "
           f"{busy['PASSIVE, 2 thread(s)'] / busy['ACTIVE, 2 thread(s)']:.2f}x ACTIVE/2")
+    emit("thread_policy", [  # the CLI's rule: ACTIVE when the machine is idle, PASSIVE beside busy neighbours
+        summary_row("DVGS exp1, quiet: the rule's choice (ACTIVE, 2 threads)", quiet["ACTIVE, 2 thread(s)"],
+                    "best setting, quiet (goal ratio <= 1.15)", best),
+        summary_row("DVGS exp1, busy: the rule's choice (PASSIVE, 2 threads)", busy["PASSIVE, 2 thread(s)"],
+                    "best setting beside a busy neighbour", min(busy.values())),
+    ])
 
 
 if __name__ == "__main__":

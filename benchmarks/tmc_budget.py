@@ -15,7 +15,10 @@ exp1 (ADULT, 20% flipped labels) is described in docs/protocol.md.
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
+from pathlib import Path
 
 from sklearn.metrics import roc_auc_score
 
@@ -24,6 +27,10 @@ from valbench.grid import build_experiment
 from valbench.plugins import build_registry
 from valbench.runner import task_for
 from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import emit, row as summary_row  # noqa: E402
+from batched_training import port_fit  # noqa: E402
 
 
 def exp1_task(seed: int):
@@ -41,7 +48,11 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--permutations-per-batch", type=int, default=4)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="seed 0, 80 fits, eager")
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.max_fits, args.no_compile = [0], 80, True
+    per_fit = []
     for seed in args.seeds:
         task, truth = exp1_task(seed)
         t0 = time.perf_counter()
@@ -57,6 +68,21 @@ def main() -> None:
                                permutations_per_batch=args.permutations_per_batch, compile=not args.no_compile)
         out = val.run(task, on_wave=report)
         print(f"seed {seed} done: {out.info}", flush=True)
+        per_fit.append(out.info["seconds"] / max(out.fits, 1))
+    import torch
+
+    from valbench.training.models import build_model, tensor
+
+    x, y = tensor(task.source.x, torch.float32, "cpu"), torch.as_tensor(task.source.y, dtype=torch.long)
+    port = []
+    for _ in range(2):  # the same utility fit, one model at a time as the DVGS port trains it
+        t = time.perf_counter()
+        port_fit(build_model(task.learner, task.seed), x, y, 200, 1e-4)
+        port.append(time.perf_counter() - t)
+    print(f"DVGS port, one model at a time: {statistics.median(port):.2f} s per fit; TMC here "
+          f"{statistics.median(per_fit):.3f} s per fit (full-data models and compilation included)")
+    emit("tmc_budget", [summary_row("TMC-Shapley exp1, s per fit", statistics.median(per_fit),
+                                    "DVGS port, one model at a time", statistics.median(port))])
 
 
 if __name__ == "__main__":

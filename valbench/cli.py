@@ -152,6 +152,10 @@ def _configs(args: argparse.Namespace) -> list[tuple[str | None, dict[str, Any]]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if not (args.in_process or args.dry_run) and args.executor == "local":
+        from valbench.executors import warm_up
+
+        warm_up()  # before the imports below: the workers' imports overlap this process' planning
     from valbench import api
     from valbench.grid import build_experiment
 

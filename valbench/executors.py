@@ -18,12 +18,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from valbench.plugins import option
-from valbench.runner import CellCache, run_job
 from valbench.timing import status_bytes
 from valbench.types import Job, JobResult
+
+if TYPE_CHECKING:
+    from valbench.runner import CellCache
 
 Started = Callable[[Job], bool]  # claims the job; False: skip it (finished or taken by another run)
 POLL_S = 0.25  # how often deadlines and memory are looked at
@@ -33,9 +35,13 @@ class SerialExecutor:
     """Runs jobs one after another in this process (shares one cache; no limits)."""
 
     def __init__(self, cache: CellCache | None = None):
+        from valbench.runner import CellCache  # here: the module imports torch
+
         self.cache = cache or CellCache()
 
     def run(self, jobs: Sequence[Job], started: Started) -> Iterator[tuple[Job, JobResult]]:
+        from valbench.runner import run_job
+
         for job in jobs:
             if started(job):
                 yield job, run_job(job, self.cache)
@@ -73,6 +79,8 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; a Ctrl-C reaches the whole group
     import torch
 
+    from valbench.runner import CellCache, run_job
+
     torch.set_num_threads(threads)
     cache = CellCache(seal=True)
     while True:
@@ -83,6 +91,26 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
             conn.send(run_job(job, cache))
         except (EOFError, BrokenPipeError, ConnectionResetError):  # the run is gone: so is its worker
             return
+
+
+def worker_context() -> mp.context.BaseContext:
+    """The workers' start method: a fork server that has imported valbench.runner (and so
+    torch) once, else spawn."""
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["valbench.runner"])
+    return ctx
+
+
+def warm_up() -> None:
+    """Start the fork server now, without waiting for it: its imports (torch, ~1 s) then
+    run on another core while this process plans the run, instead of after it (starting
+    the first worker waits until the server's imports are done)."""
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def job_timeout(job: Job, timeout: float | None) -> float | None:
@@ -112,10 +140,7 @@ class WorkerPool:
         self.workers = max(1, workers)
         self.timeout, self.memory_limit = timeout, memory_limit
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        self.ctx = mp.get_context(method)
-        if method == "forkserver":
-            self.ctx.set_forkserver_preload(["valbench.runner"])
+        self.ctx = worker_context()
         self.slots: list[_Slot] = []
 
     def _start(self) -> _Slot:

@@ -229,7 +229,10 @@ def precheck(job: Job, cache: CellCache) -> None:
         if (job.cell, m.label) in cache.scorable or option(m, "truth_kind") is None:  # once per cell; task
             continue  # metrics (filtering) do not read the truth, and probing them would retrain models
         try:
-            m.build().score(readonly(rng(job.seed, "metric-probe").standard_normal(len(cell.source))), cell.truth)
+            if option(m, "check") is not None:
+                m.build().check(cell.truth)
+            else:
+                m.build().score(readonly(rng(job.seed, "metric-probe").standard_normal(len(cell.source))), cell.truth)
         except Exception as exc:
             raise DataError(f"corruption '{job.corruption.label}' on {job.dataset.label} (seed {job.seed}) gives a "
                             f"truth that metric '{m.label}' cannot score: {exc}") from None

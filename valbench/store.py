@@ -15,14 +15,16 @@ import sqlite3
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from valbench.datautil import atomic_path
 from valbench.errors import StoreError
 from valbench.types import Job, JobResult
+
+if TYPE_CHECKING:  # imported where a frame is made: a run writes the store without pandas
+    import pandas as pd
 
 SCHEMA = "valbench-results"
 SCHEMA_VERSION = "3"  # 2: attempts carry their run's owner and heartbeat (claims) and a failure's traceback;
@@ -299,6 +301,8 @@ class Store:
 
     def metrics(self) -> pd.DataFrame:
         """The metrics recorded by runs (empty for a store written before schema 3)."""
+        import pandas as pd
+
         if not self.con.execute("SELECT 1 FROM sqlite_master WHERE name='metrics'").fetchone():
             return pd.DataFrame(columns=["label", "name", "higher_is_better", "paper_table", "truth_kind"])
         return pd.read_sql_query("SELECT * FROM metrics ORDER BY label", self.con)
@@ -310,6 +314,8 @@ class Store:
             self.con.executemany("INSERT OR REPLACE INTO paper VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
     def paper(self) -> pd.DataFrame:
+        import pandas as pd
+
         if not self.con.execute("SELECT 1 FROM sqlite_master WHERE name='paper'").fetchone():
             return pd.DataFrame(columns=["dataset_label", "corruption_label", "mode", "valuer", "metric", "mean",
                                          "std", "minutes", "source"])
@@ -325,6 +331,8 @@ class Store:
         return df[df["status"] == "ok"].reset_index(drop=True)
 
     def attempts(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_sql_query("SELECT * FROM attempts ORDER BY id", self.con)
 
     def load_values(self, values_file: str) -> tuple[np.ndarray, np.ndarray, str]:

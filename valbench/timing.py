@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import torch
-
 from valbench.types import Timing
 
 
@@ -36,6 +34,7 @@ def _reset_peak_rss() -> bool:
 
 def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, Timing]:
     """Call ``fn`` and measure it; CUDA work is synchronised before both clock reads."""
+    import torch  # here: status_bytes is used by the run's process, which need not load torch early
     cuda = device.startswith("cuda") and torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize()

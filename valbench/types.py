@@ -282,6 +282,12 @@ class Metric(Plugin, Protocol):
     held-out test Split), for metrics that retrain the task's learner. Its time is
     recorded apart from the valuation's."""
 
+    @optional
+    def check(self, truth: Truth) -> None:
+        """Raise ValueError when ``truth`` cannot be scored (e.g. no corrupted sample). The
+        harness calls it once per cell before any work; without it, it calls ``score`` on
+        random values to find out (loading whatever ``score`` imports, before the first job)."""
+
     def score(self, values: np.ndarray, truth: Truth) -> float | Mapping[str, float]:
         """How well ``values`` recover ``truth``: LOW values should mark corrupted (mask) or
         noisy (noise) samples, since a valuer ranks useful samples high. A finite float, or

@@ -19,12 +19,14 @@ class CorruptionAP:
     truth_kind = "mask"
     higher_is_better = True
 
-    def score(self, values: np.ndarray, truth: Truth) -> float:
-        from sklearn.metrics import average_precision_score  # here: loading all plugins stays fast
-        mask = np.asarray(truth.values)
-        if mask.max() == 0:
+    def check(self, truth: Truth) -> None:
+        if np.asarray(truth.values).max() == 0:
             raise ValueError("average precision needs at least one corrupted sample")
-        return float(average_precision_score(mask, -np.asarray(values)))
+
+    def score(self, values: np.ndarray, truth: Truth) -> float:
+        self.check(truth)
+        from sklearn.metrics import average_precision_score  # here: loading the plugins and planning a run stay fast
+        return float(average_precision_score(np.asarray(truth.values), -np.asarray(values)))
 
 
 @hookimpl

@@ -18,12 +18,15 @@ class CorruptionAUROC:
     higher_is_better = True
     paper_table = 1
 
-    def score(self, values: np.ndarray, truth: Truth) -> float:
-        from sklearn.metrics import roc_auc_score  # here: loading all plugins stays fast
+    def check(self, truth: Truth) -> None:
         mask = np.asarray(truth.values)
         if mask.min() == mask.max():
             raise ValueError("AUROC needs both corrupted and clean samples")
-        return float(roc_auc_score(mask, -np.asarray(values)))
+
+    def score(self, values: np.ndarray, truth: Truth) -> float:
+        self.check(truth)
+        from sklearn.metrics import roc_auc_score  # here: loading the plugins and planning a run stay fast
+        return float(roc_auc_score(np.asarray(truth.values), -np.asarray(values)))
 
 
 @hookimpl

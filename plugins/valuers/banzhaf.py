@@ -60,7 +60,8 @@ class BanzhafValuer(RetrainingParams):
         util = self.utility(task)
         masks = rng(task.seed, "banzhaf-subsets").random((self.samples, util.n)) < 0.5
         v = subset_scores(util, masks, budget, "banzhaf")
-        return budget.valuation(msr_values(masks[:len(v)], v), subsets=len(v), training=training_label(self.compile))
+        return budget.valuation(msr_values(masks[:len(v)], v), subsets=len(v), training=training_label(self.compile),
+                                models_per_batch=util.models_per_batch)
 
 
 @hookimpl

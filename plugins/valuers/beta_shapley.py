@@ -112,7 +112,7 @@ class BetaShapleyValuer(PermutationParams):
         res = run_permutations(budgeted_score(util, budget), n, labels, util.empty, float(v_full.mean()),
                                seed=task.seed, games=[game], stream="beta-shapley-permutations", tolerance=0.0,
                                budget=budget, device=task.device, label="beta-shapley permutations",
-                               **self.permutation_options())
+                               **self.permutation_options(util))
         return budget.valuation(res.values, permutations=res.permutations, converged=res.converged,
                                 statistic=res.statistic, horizon=walked, v_full=float(v_full.mean()),
                                 v_empty=util.empty, training=training_label(self.compile))

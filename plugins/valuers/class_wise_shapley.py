@@ -105,7 +105,7 @@ class ClassWiseShapleyValuer(PermutationParams):
         res = run_permutations(budgeted_score(util, budget, utility), util.n, labels, 0.0, 0.0,
                                seed=task.seed, games=games, stream="class-wise-shapley-walks", tolerance=0.0,
                                budget=budget, device=task.device, label="class-wise-shapley walks",
-                               **self.permutation_options())
+                               **self.permutation_options(util))
         values = res.values
         in_class = np.nanmean(full_accuracy, axis=0)
         if self.normalize:

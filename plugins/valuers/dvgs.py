@@ -8,7 +8,9 @@ plugin is that configuration with a name. ``source_batch`` changes memory and sp
 never values; ``class_balance`` None follows the task's learner; ``parameters``: all,
 last, or a regular expression over parameter names; ``dropout``: keep dropout active
 during valuation (per-sample masks, the same on every device); ``engine``: auto = the
-exact fast engine where it applies, else Opacus.
+exact fast engine where it applies, else Opacus; ``dtype``: float32 (default), tf32
+(CUDA only, restored afterwards) or bf16 (autocast; values move slightly, bounds in
+:mod:`valbench.gradsim.precision`).
 """
 from __future__ import annotations
 

@@ -53,8 +53,8 @@ class LOOValuer(RetrainingParams):
         index = torch.arange(n, device=task.device)
         valued = 0
         with progress(n, "loo") as bar:
-            for start in range(0, n, self.models_per_batch):
-                stop = min(start + self.models_per_batch, n)
+            for start in range(0, n, util.models_per_batch):
+                stop = min(start + util.models_per_batch, n)
                 if budget.exhausted(next_cost=stop - start):
                     break
                 weight = torch.ones(stop - start, n, device=task.device)
@@ -64,7 +64,8 @@ class LOOValuer(RetrainingParams):
                 valued = stop
                 bar.update(stop - start)
         return budget.valuation(values, v_full=float(v_full.mean()), v_full_std=float(v_full.std()),
-                                valued=valued, training=training_label(self.compile))
+                                valued=valued, training=training_label(self.compile),
+                                models_per_batch=util.models_per_batch)
 
 
 @hookimpl

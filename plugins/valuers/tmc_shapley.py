@@ -66,12 +66,12 @@ class TMCShapleyValuer(PermutationParams):
                                seed=task.seed, tolerance=self.tolerance, patience=self.patience,
                                budget=budget, device=task.device, label="tmc-shapley permutations",
                                on_wave=None if on_wave is None else lambda p, v: on_wave(p, v, budget),
-                               **self.permutation_options())
+                               **self.permutation_options(util))
         cuts = [t for t in res.truncated_at if t is not None]
         return budget.valuation(res.values, permutations=res.permutations, converged=res.converged,
                                 statistic=res.statistic, v_full=float(v_full.mean()), v_empty=util.empty,
                                 mean_truncation=float(np.mean(cuts)) if cuts else None,
-                                training=training_label(self.compile))
+                                training=training_label(self.compile), models_per_batch=util.models_per_batch)
 
 
 @hookimpl

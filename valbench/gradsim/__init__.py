@@ -9,6 +9,7 @@
   Adam without torch.optim;
 - :mod:`~valbench.gradsim.driver`: engine choice, memory-safe chunking;
 - :mod:`~valbench.gradsim.masks`: device-independent per-sample dropout masks;
+- :mod:`~valbench.gradsim.precision`: dtype float32 | tf32 | bf16;
 - :mod:`~valbench.gradsim.similarity`: cosine / dot / projection / euclidean from dot
   products and norms;
 - :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself (``dvgs(task, DVGSConfig(...))``);

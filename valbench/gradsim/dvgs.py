@@ -24,6 +24,7 @@ from valbench.gradsim.driver import fused_terms, initial_chunk, source_terms
 from valbench.gradsim.fast import FastEngine
 from valbench.gradsim.engines import select_parameters
 from valbench.gradsim.layers import prepare_model
+from valbench.gradsim.precision import DTYPES, precision
 from valbench.gradsim.masks import TARGET_ROWS, MaskContext, mix64, sample_seeds
 from valbench.gradsim.similarity import SIMILARITIES, similarity
 from valbench.training.models import build_model, class_weights, loss_function, tensor
@@ -49,6 +50,7 @@ class DVGSConfig:
     parameters: str = "all"
     dropout: bool = True
     engine: Literal["auto", "fast", "opacus", "naive"] = "auto"
+    dtype: Literal["float32", "tf32", "bf16"] = "float32"  # see valbench.gradsim.precision
 
     def validate(self) -> None:
         for name in ("restarts", "epochs", "target_batch", "source_batch", "period"):
@@ -56,6 +58,8 @@ class DVGSConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}")
 
@@ -145,7 +149,7 @@ def dvgs(task: ValuationTask, config: DVGSConfig) -> Valuation:
     balance = bool(task.learner.class_balance if config.class_balance is None else config.class_balance)
     balance = balance and task.supervised
     run = _start(task, config, balance)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), precision(config.dtype, run.xs.device) as (compute, dtype_note):
         # Opacus' backward hooks warn on every pass whose first input needs no gradient: expected.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         for restart in range(config.restarts):
@@ -153,7 +157,7 @@ def dvgs(task: ValuationTask, config: DVGSConfig) -> Valuation:
                 prep = prepare(task, config, restart, task.device)
             except ValueError as exc:
                 raise ValuationError(f"dvgs: {exc}") from None
-            n_selected = _restart(run, prep, config, restart)
+            n_selected = _restart(run, prep, config, restart, compute)
     info = {
         "engine": prep.choice.name, "engine_reason": prep.choice.reason,
         "target_pass": "fused with the source pass" if prep.choice.fusable else "separate",
@@ -161,13 +165,14 @@ def dvgs(task: ValuationTask, config: DVGSConfig) -> Valuation:
         "snapshots": run.snapshots,
         "steps": run.step, "similarity": config.similarity, "class_balance": balance,
         "parameters": n_selected, "dropout": "per-sample hash masks" if prep.dropout_layers else "none",
-        "chunk": run.chunk.size, "oom_splits": run.chunk.splits,
+        "chunk": run.chunk.size, "oom_splits": run.chunk.splits, "dtype": dtype_note,
     }
     return Valuation((run.values / run.snapshots).cpu().numpy(), fits=config.restarts, info=info)
 
 
-def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int:
+def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int, compute) -> int:
     """Train one fresh model on the target set, adding a snapshot every ``period`` steps.
+    ``compute()``: the context of each step's passes (bf16 autocast, or nothing).
     Returns the number of parameters compared."""
     model, ctx = prep.model, prep.context
     choice = prep.choice
@@ -193,16 +198,17 @@ def _restart(run: _Run, prep: Prepared, config: DVGSConfig, restart: int) -> int
                 ctx.key = mix64(run.mask_key, restart, run.step)
                 snapshot = run.step % config.period == 0
                 coef = run.target_coef(idx)
-                if snapshot and fused:  # target batch and source set in one pass
-                    loss, grads, dot, sq = fused_terms(engine, run.xt, run.yt, run.target_seeds, idx, coef, run.xs,
-                                                       run.ys, run.seeds, selected, run.chunk, run.buffers)
+                with compute():
+                    if snapshot and fused:  # target batch and source set in one pass
+                        loss, grads, dot, sq = fused_terms(engine, run.xt, run.yt, run.target_seeds, idx, coef,
+                                                           run.xs, run.ys, run.seeds, selected, run.chunk, run.buffers)
+                    else:
+                        ctx.seeds = run.target_seeds[idx]
+                        loss = (run.per_sample_loss(model(run.xt[idx]), run.yt[idx]) * coef).sum()
+                        grads = list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
+                    grads = [g.to(p.dtype) for g, p in zip(grads, params)]  # bf16: Adam and g_t in float32
                     target = [grads[k] for k in selected]
-                else:
-                    ctx.seeds = run.target_seeds[idx]
-                    loss = (run.per_sample_loss(model(run.xt[idx]), run.yt[idx]) * coef).sum()
-                    grads = list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
-                    if snapshot:  # at the same parameters, before the optimiser step
-                        target = [grads[k] for k in selected]
+                    if snapshot and not fused:  # at the same parameters, before the optimiser step
                         dot, sq = source_terms(engine, run.xs, run.ys, run.seeds, target, run.chunk)
                 check = loss.detach().double()
                 if snapshot:

@@ -166,5 +166,6 @@ def chain_backward(chain: Chain, saved: list, grad: torch.Tensor,
             dh = dh.mul_(1.0 - s * s)
         else:  # layernorm
             inp, mean, rstd = s
+            dh = dh.to(inp.dtype)  # a no-op but under autocast (DVGS dtype=bf16), where the two may differ
             dh = torch.ops.aten.native_layer_norm_backward(dh, inp, [inp.shape[1]], mean, rstd, None, None,
                                                            [True, False, False])[0]

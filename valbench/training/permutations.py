@@ -279,6 +279,7 @@ class PermutationParams(RetrainingParams):
     ``min_permutations``, ``max_permutations``: None = the rule's default, per game) and
     ``permutations_per_batch`` walks advancing in lockstep."""
 
+    per_copy_rows = True  # each prefix model trains on its own rows (sizes models_per_batch="auto")
     # cheap settings for the conformance kit: 2 permutations (per game) of 10-step fits
     test_params = {"steps": 10, "lr": 1e-2, "full_models": 1, "max_permutations": 2, "permutations_per_batch": 2,
                    "models_per_batch": 200, "compile": False}
@@ -308,11 +309,12 @@ class PermutationParams(RetrainingParams):
             raise ValueError(f"{getattr(self, 'name', 'this valuer')} needs at least {need} fits ({need - 1} "
                              f"full-data models and one prefix model), max_fits={self.max_fits} is too small")
 
-    def permutation_options(self) -> dict:
-        """The keyword arguments of :func:`run_permutations` these parameters set."""
+    def permutation_options(self, util: Utility) -> dict:
+        """The keyword arguments of :func:`run_permutations` these parameters set (with
+        ``util``'s models per batch: "auto" is resolved there)."""
         return dict(stopping=self.stopping, threshold=self.threshold, min_permutations=self.min_permutations,
                     max_permutations=self.max_permutations, permutations_per_batch=self.permutations_per_batch,
-                    models_per_batch=self.models_per_batch)
+                    models_per_batch=util.models_per_batch)
 
 
 def budgeted_score(util: Utility, budget: Budget, measure: Callable | None = None) -> ScoreFn:

@@ -7,12 +7,14 @@ docs/protocol.md 'The DVGS port': 200 full-batch Adam steps at lr 1e-4), so v is
 deterministic set function for a given mask stream. Used by ``loo``, the permutation valuers
 (valbench.training.permutations) and the subset-sampling valuers (``banzhaf``,
 ``influence-subsample``, ``ame``), which share :func:`subset_scores` (v of pre-drawn subsets
-within a budget) and :func:`msr_values`.
+within a budget) and :func:`msr_values`. ``models_per_batch="auto"`` (or 0) sizes the
+batches from free device memory (:func:`auto_models_per_batch`); batch sizes change memory and
+speed, never values.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,8 +38,40 @@ def check_recipe_params(steps: int, lr: float, models_per_batch: int, full_model
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
-    if models_per_batch < 1:
-        raise ValueError(f"models_per_batch must be >= 1, got {models_per_batch}")
+    if models_per_batch != "auto" and models_per_batch < 1:
+        raise ValueError(f"models_per_batch must be >= 1 (or auto, or 0 = auto), got {models_per_batch}")
+
+
+CPU_MODELS_PER_BATCH = 32  # "auto" on CPU: the default (bigger batches were not faster on 2 cores)
+AUTO_MAX_MODELS = 1024  # "auto" on CUDA at most: a budget is checked between batches, so keep them bounded
+AUTO_FREE_FRACTION = 0.5  # "auto" on CUDA: the share of free memory the batch may take
+PARAM_COPIES = 5  # per parameter: itself, its gradient, Adam's two moments, one temporary of the update
+ACTIVATION_COPIES = 4  # per hidden unit and row: pre-activation, activation (or mask), and their gradients
+
+
+def model_bytes(n_params: int, widths: list[int], rows: int, in_features: int, per_copy_input: bool) -> int:
+    """Estimated bytes one stacked copy needs while training (float32): its parameters with
+    gradient and Adam state, the activations of its ``rows`` source rows through layers of
+    ``widths`` outputs, its row weights, and its own copy of the input rows when every copy
+    trains on other rows (TMC prefixes)."""
+    activations = ACTIVATION_COPIES * rows * sum(widths)
+    own_input = rows * in_features if per_copy_input else 0
+    return 4 * (PARAM_COPIES * n_params + activations + own_input + rows)
+
+
+def auto_models_per_batch(free_bytes: int | None, per_model_bytes: int, cap: int = AUTO_MAX_MODELS) -> int:
+    """Models per batch for ``models_per_batch="auto"``: as many as fit in
+    AUTO_FREE_FRACTION of ``free_bytes`` (free device memory), between 1 and ``cap``;
+    ``free_bytes`` None (CPU) gives CPU_MODELS_PER_BATCH."""
+    if free_bytes is None:
+        return CPU_MODELS_PER_BATCH
+    return int(max(1, min(cap, int(free_bytes * AUTO_FREE_FRACTION) // max(1, per_model_bytes))))
+
+
+def free_device_bytes(device: str | torch.device) -> int | None:
+    """Free memory of a CUDA device; None elsewhere (CPU memory is not the limit that matters)."""
+    device = torch.device(device)
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 
 
 def check_task(task: ValuationTask) -> None:
@@ -65,25 +99,29 @@ class RetrainingParams(BudgetParams):
     ``full_models``: v(D) is the mean over this many full-data models; ``dropout``:
     "shared" (every model uses the same dropout masks per source sample) or "off";
     ``models_per_batch``: models trained together as one stacked computation (memory and
-    speed only); ``compile``: torch.compile the stacked step (falls back to eager).
+    speed only; "auto" or 0: from free device memory, see :func:`auto_models_per_batch`);
+    ``compile``: torch.compile the stacked step (falls back to eager).
     """
+
+    per_copy_rows: ClassVar[bool] = False  # True: each copy trains on its own rows (TMC prefixes)
 
     steps: int = 200
     lr: float = 1e-4
     full_models: int = 10
     dropout: Literal["shared", "off"] = "shared"
-    models_per_batch: int = 32
+    models_per_batch: int | Literal["auto"] = 32
     compile: bool = True
 
     def validate(self) -> None:
         super().validate()
-        check_recipe_params(self.steps, self.lr, self.models_per_batch, self.full_models)
+        check_recipe_params(self.steps, self.lr, "auto" if self.models_per_batch == 0 else self.models_per_batch,
+                            self.full_models)
 
     def recipe(self) -> FullBatchRecipe:
         return FullBatchRecipe(self.steps, self.lr, self.dropout, self.compile)
 
     def utility(self, task: ValuationTask) -> "Utility":
-        return Utility(task, self.recipe(), self.models_per_batch)
+        return Utility(task, self.recipe(), self.models_per_batch, self.per_copy_rows)
 
     def start(self, task: ValuationTask, measure: "Measure | None" = None) -> tuple[Budget, "Utility", np.ndarray]:
         """What every retraining valuation begins with: parameters and task checked
@@ -114,15 +152,23 @@ def full_fits(replicates: int, dropout: str) -> int:
 
 
 class Utility:
-    """v(S) for many subsets S at once, ``models_per_batch`` models per batched fit."""
+    """v(S) for many subsets S at once, ``models_per_batch`` models per batched fit
+    ("auto" or 0: chosen here from free device memory; ``per_copy_rows``: the copies of a
+    batch train on different row lists, each holding its own input rows)."""
 
-    def __init__(self, task: ValuationTask, recipe: FullBatchRecipe, models_per_batch: int = 32):
+    def __init__(self, task: ValuationTask, recipe: FullBatchRecipe, models_per_batch: int | str = 32,
+                 per_copy_rows: bool = False):
         self.task = task
         self.recipe = recipe
-        self.models_per_batch = models_per_batch
         self.supervised = task.learner.supervised
         self.model = build_model(task.learner, task.seed, task.device)  # the one fixed initialisation
         self.x, self.y = source_tensors(task)
+        if models_per_batch in ("auto", 0):
+            linears = layer_spec(self.model)[1]
+            need = model_bytes(sum(p.numel() for p in self.model.parameters()), [m.out_features for m in linears],
+                               len(self.x), self.x[0].numel(), per_copy_rows)
+            models_per_batch = auto_models_per_batch(free_device_bytes(task.device), need)
+        self.models_per_batch = int(models_per_batch)
         self.x_target = tensor(task.target.x, torch.float32, task.device).flatten(1)
         self.y_target = targets(task.target.y, self.supervised, task.device)
         self.empty = empty_set_score(task.metric, self.y_target)
