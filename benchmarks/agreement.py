@@ -27,12 +27,15 @@ is missing is reported with the reason and skipped.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
-import sys
-import time
-import warnings
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: the libraries' bars would drown the tables
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +44,6 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this file
-os.environ.setdefault("TQDM_DISABLE", "1")  # the libraries' progress bars would drown the tables
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -87,7 +89,9 @@ def valbench_params(method: str, cls: type, args: argparse.Namespace, b: Budget)
     if method == "data-oob":
         want["learner"] = "mlp"
     if method == "tmc-shapley":
-        want.update(tolerance=0.01, min_permutations=b.permutations)
+        want["tolerance"] = 0.01
+    if METHOD_BUDGET.get(method) == "permutations":
+        want["min_permutations"] = b.permutations  # exactly that many: no stopping rule before the cap
     if method in METHOD_BUDGET:
         budget = getattr(b, METHOD_BUDGET[method])
         name = next((f for f in BUDGET_FIELDS[METHOD_BUDGET[method]] if f in fields), None)
@@ -95,8 +99,8 @@ def valbench_params(method: str, cls: type, args: argparse.Namespace, b: Budget)
             want[name] = budget
         elif "max_fits" in fields:
             want["max_fits"] = budget
-    if method == "dvrl":
-        want.pop("steps"), want.pop("lr")  # DVRL's inner recipe is its own (documented in its module)
+    if method in ("dvrl", "influence", "tracin"):
+        want.pop("steps"), want.pop("lr")  # they train with their own recipes (tracin's lr is not the utility's)
     return {k: v for k, v in want.items() if k in fields}
 
 

@@ -33,7 +33,7 @@ class Budget:
     permutations: int = 10  # TMC, Beta and class-wise Shapley
     bags: int = 100  # Data-OOB
     iterations: int = 200  # DVRL outer iterations
-    alpha: float = 4.0  # Beta(alpha, beta) weights of Beta-Shapley (OpenDataVal's default)
+    alpha: float = 16.0  # Beta(alpha, beta) weights of Beta-Shapley: the paper's Beta(16, 1)
     beta: float = 1.0
 
 
@@ -199,7 +199,8 @@ def _odv_evaluator(method: str, b: Budget, n: int, seed: int):
         "class-wise-shapley": lambda: dv.ClassWiseShapley(sampler=tmc()),
         "data-oob": lambda: dv.DataOob(num_models=b.bags, random_state=seed),
         "dvrl": lambda: dv.DVRL(rl_epochs=b.iterations, rl_batch_size=n, random_state=seed),
-        "ame": lambda: dv.AME(num_models=b.subsets, random_state=seed),
+        # OpenDataVal's AME trains num_models per inclusion probability 0.2, 0.4, 0.6, 0.8
+        "ame": lambda: dv.AME(num_models=max(1, b.subsets // 4), random_state=seed),
         "influence-subsample": lambda: dv.InfluenceSubsample(num_models=b.subsets, random_state=seed),
         "lava": lambda: dv.LavaEvaluator(random_state=seed),
         # OpenDataVal's InfluenceFunction is first order: sum over the target of grad(train) . grad(target)
