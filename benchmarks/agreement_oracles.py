@@ -136,7 +136,7 @@ def pydvl_run(method: str, ctx: Context, b: Budget, seed: int) -> np.ndarray:
         return _pydvl_values(pv.TMCShapleyValuation(util, truncation=pv.RelativeTruncation(rtol=0.01),
                                                     is_done=pv.MaxUpdates(b.permutations), seed=seed), train, n)
     if method == "beta-shapley":
-        sampler = pv.PermutationSampler(truncation=pv.RelativeTruncation(rtol=0.01), seed=seed)
+        sampler = pv.PermutationSampler(seed=seed)  # no performance truncation: that is TMC's, not Beta Shapley's
         return _pydvl_values(pv.BetaShapleyValuation(util, sampler, pv.MaxUpdates(b.permutations), b.alpha, b.beta),
                              train, n)
     if method == "class-wise-shapley":

@@ -58,5 +58,5 @@ def test_bootstrap_duplicates_are_weights_and_foreign_rows_train_alone(task):
     weight = ctx.source_weight(x[[0, 0, 3]], y[[0, 0, 3]], np.ones(3))
     assert weight[0, 0] == 2 and weight[0, 3] == 1 and weight.sum() == 3
     assert ctx.source_weight(x[:2] + 1, y[:2], np.ones(2)) is None
-    assert ctx.fit(torch.as_tensor(x[:4] + 1), torch.as_tensor(y[:4])) is not None
+    assert ctx.fit(torch.tensor(x[:4] + 1), torch.tensor(y[:4])) is not None
     assert ctx.fit(x[:0], y[:0]) is None  # the empty set: uniform prediction, the metric's empty score
