@@ -127,7 +127,11 @@ def run_method(method: str, task, truth, args, b: Budget, registry, versions) ->
         val = cls(**params).value(t)
         return np.asarray(val.values, dtype=np.float64), time.perf_counter() - start, val.fits
 
-    ref, sec, fits = valbench_run(task)
+    try:
+        ref, sec, fits = valbench_run(task)
+    except Exception as exc:  # noqa: BLE001 - e.g. an optional dependency of the valuer is missing
+        print(f"skipped: valbench's {method} failed: {type(exc).__name__}: {exc}")
+        return [dict(method=method, run="valbench", note=f"skipped: failed: {type(exc).__name__}: {str(exc)[:120]}")]
     rows.append(dict(method=method, run="valbench", seconds=sec, fits=fits, rho=1.0, auroc=auroc(truth, ref),
                      note=", ".join(f"{k}={v}" for k, v in sorted(params.items()))))
     if args.noise_floor and method not in DETERMINISTIC:
