@@ -14,8 +14,12 @@ their model interface (benchmarks/agreement_models.py): the task's one initialis
 ``--steps`` full-batch Adam steps at ``--lr``, shared dropout masks per source row, and
 the task's metric (target AUROC) computed by valbench's scoring. LOO is therefore
 exactly comparable (valbench runs it with full_models=1); KNN-Shapley uses the same K
-and Euclidean distance and needs no model. DVRL, Data-OOB and the first-order influence
-use the wrapped learner too, but each library keeps its own outer algorithm.
+and Euclidean distance and needs no model. DVRL and Data-OOB use the wrapped learner too,
+but each library keeps its own outer algorithm. influence / tracin: the libraries
+differentiate valbench's source model (the learner trained once with its own recipe, as
+valbench's influence and tracin do); OpenDataVal's InfluenceFunction is first order (a
+sum of gradient dot products at the final model: TracIn with one checkpoint, or
+influence without the inverse Hessian), so it stands in for both.
 
 Installs nothing. Needs pyDVL and/or OpenDataVal importable (benchmarks/README.md says
 how to install them beside valbench without replacing torch); a library or valuer that

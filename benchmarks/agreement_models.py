@@ -103,26 +103,29 @@ class Context:
             return self.empty
         return float(batched_performance(self.task.metric, yt, proba[None].to(torch.float32))[0])
 
+    def learner_module(self) -> torch.nn.Module:
+        """The model valbench's influence and tracin differentiate: the task's learner trained
+        on the whole source set with its own recipe (fit_learner, seeded as they seed it),
+        in eval mode (dropout off)."""
+        from valbench.training import models
+
+        t = self.task
+        self.fits += 1
+        label = getattr(models, "SOURCE_MODEL", "source-model")
+        return models.fit_learner(t.learner, t.source.x, t.source.y, t.n_classes, seed=t.seed, device="cpu",
+                                  label=label).eval()
+
     def grads(self, net: StackedNet, x: object, y: object):
         """Per-sample gradients of the cross-entropy at the trained weights (eval mode)."""
         xa, ya = tensor(as_array(x), torch.float32).flatten(1), torch.as_tensor(as_labels(y))
-        params = [p.detach().clone().requires_grad_(True) for p in net.params]
+        if isinstance(net, torch.nn.Module):
+            params = [p for p in net.parameters() if p.requires_grad]
+        else:
+            params = [p.detach().clone().requires_grad_(True) for p in net.params]
         for i in range(len(xa)):
-            out = stacked_forward(net.spec, params, xa[i:i + 1], None)[0]
+            out = net(xa[i:i + 1]) if isinstance(net, torch.nn.Module) else stacked_forward(net.spec, params, xa[i:i + 1], None)[0]
             loss = torch.nn.functional.cross_entropy(out, ya[i:i + 1])
             yield tuple(g.detach() for g in torch.autograd.grad(loss, params))
-
-
-class TrainedModule(torch.nn.Module):
-    """A trained StackedNet (one model) as an nn.Module, for pyDVL's influence functions."""
-
-    def __init__(self, net: StackedNet):
-        super().__init__()
-        self.spec = net.spec
-        self.weights = torch.nn.ParameterList([torch.nn.Parameter(p.detach().clone()) for p in net.params])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return stacked_forward(self.spec, list(self.weights), x.flatten(1), None)[0]
 
 
 def sk_model(ctx: Context):
@@ -154,8 +157,10 @@ def sk_scorer(ctx: Context):
     return scoring
 
 
-def odv_model(ctx: Context):
-    """An OpenDataVal Model (fit / predict probabilities / grad) over the same context."""
+def odv_model(ctx: Context, learner_recipe: bool = False):
+    """An OpenDataVal Model (fit / predict probabilities / grad) over the same context;
+    ``learner_recipe``: fit() is valbench's source model of influence / tracin instead
+    (OpenDataVal's InfluenceFunction fits once, on the whole source set)."""
     from opendataval.model.api import Model
 
     class ValbenchModel(Model):
@@ -163,10 +168,16 @@ def odv_model(ctx: Context):
             self.ctx, self.net = ctx, None
 
         def fit(self, x_train, y_train, *args, sample_weight=None, sample_weights=None, **kwargs):
+            if learner_recipe:
+                self.net = self.ctx.learner_module()
+                return self
             self.net = self.ctx.fit(x_train, y_train, sample_weight if sample_weight is not None else sample_weights)
             return self
 
         def predict(self, x, *args, **kwargs):
+            if isinstance(self.net, torch.nn.Module):
+                with torch.no_grad():
+                    return torch.softmax(self.net(tensor(as_array(x), torch.float32).flatten(1)), dim=1)
             return self.ctx.proba(self.net, x)
 
         def grad(self, x_data, y_data, *args, **kwargs):

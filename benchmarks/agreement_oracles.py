@@ -18,6 +18,7 @@ from agreement_models import Context, odv_accuracy, odv_metric, odv_model, sk_mo
 
 
 ACCURACY = {"data-oob", "class-wise-shapley"}  # methods scored by accuracy, not the task's metric
+GRADIENT = {"influence", "tracin"}  # on valbench's source model (Context.learner_module), as valbench's own
 
 
 class Skip(Exception):
@@ -154,27 +155,26 @@ def pydvl_run(method: str, ctx: Context, b: Budget, seed: int) -> np.ndarray:
 
 def _pydvl_influence(ctx: Context) -> np.ndarray:
     """Koh & Liang's influence of each source sample on the target loss by pyDVL's
-    conjugate gradient (damping 0.01, valbench's default), at the wrapped learner trained
-    on the whole source set with the utility's recipe: value_i = -mean_t I_up(z_i, z_t),
+    conjugate gradient (damping 0.01, valbench's default), at valbench's source model (the
+    learner trained with its own recipe, as valbench's influence): value_i = mean_t <H^-1 g_t, g_i>,
     high = removing it would raise the target loss. The curvature is pyDVL's
     SecondOrderMode.GAUSS_NEWTON, which is the mean outer product of per-sample gradients
     (the empirical Fisher, positive semi-definite); with its exact Hessian, CG ran 7x
-    longer here and the values were noise (the model is not at a minimum after the
-    utility's few steps, so the Hessian is indefinite)."""
+    longer here and the values were noise (the Hessian is indefinite away from a minimum).
+    The loss is plain cross-entropy (valbench's influence weights it by class)."""
     from pydvl.influence import InfluenceMode
     from pydvl.influence.torch import CgInfluence, SecondOrderMode
-
-    from agreement_models import TrainedModule
 
     t = ctx.task
     x, y = torch.as_tensor(np.asarray(t.source.x, np.float32)), torch.as_tensor(np.asarray(t.source.y))
     xt, yt = torch.as_tensor(np.asarray(t.target.x, np.float32)), torch.as_tensor(np.asarray(t.target.y))
-    module = TrainedModule(ctx.fit(x, y))
+    module = ctx.learner_module()
     model = CgInfluence(module, torch.nn.functional.cross_entropy, regularization=0.01, maxiter=100,
                         second_order_mode=SecondOrderMode.GAUSS_NEWTON,
                         solve_simultaneously=True, warn_on_max_iteration=False)
     model = model.fit(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x)))
-    return -model.influences(xt, yt, x, y, mode=InfluenceMode.Up).mean(dim=0).detach().numpy().astype(np.float64)
+    # pyDVL's Up influences are <H^-1 grad l(z_t), grad l(z_i)> (no minus sign): already "high = helpful"
+    return model.influences(xt, yt, x, y, mode=InfluenceMode.Up).mean(dim=0).detach().numpy().astype(np.float64)
 
 
 # --- OpenDataVal -------------------------------------------------------------------------
@@ -226,7 +226,8 @@ def odv_run(method: str, ctx: Context, b: Budget, seed: int) -> np.ndarray:
         # Data-OOB scores each sample by the correctness of the bags' predictions on it, class-wise Shapley
         # scores in-class and out-of-class target subsets (one class each: no AUROC): both by accuracy
         # (OpenDataVal's default); the other methods by the task's metric on the target set
-        ev.input_model_metric(odv_model(ctx), odv_accuracy if method in ACCURACY else odv_metric(ctx))
+        ev.input_model_metric(odv_model(ctx, learner_recipe=method in GRADIENT),
+                              odv_accuracy if method in ACCURACY else odv_metric(ctx))
     ev.train_data_values()
     return np.nan_to_num(np.asarray(ev.evaluate_data_values(), dtype=np.float64).reshape(-1))
 
