@@ -7,7 +7,8 @@ to ``RAY_ADDRESS`` (an existing cluster) or starts a local instance for the run.
 never retried by Ray (a retry could run a job twice).
 
 Each Ray task runs its job exactly as a local run does: in a valbench worker process of its
-own (valbench.executors.WorkerPool, one per Ray worker), so the cell's data is read-only
+own (a fresh valbench.executors.WorkerPool per task: the price is that each job prepares its
+cell again, as no cell cache outlives a task), so the cell's data is read-only
 memory, ``timeout`` and ``memory_limit`` stop the job there and are recorded as 'timeout'
 or 'oom', and a job that kills its process is a failed job, while the Ray worker survives.
 Each task asks Ray for ``threads`` CPUs (and sets torch to that many threads) and for
