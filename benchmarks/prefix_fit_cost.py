@@ -11,7 +11,9 @@ time, so that a machine shared with other jobs distorts it less (it still does).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -19,22 +21,33 @@ from valbench.training.stacked import FullBatchRecipe
 from valbench.training.utility import Utility
 from tmc_budget import exp1_task
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import emit, row as summary_row  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--models", type=int, default=16)
+    ap.add_argument("--quick", action="store_true", help="20 steps, 8 models")
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.models = 20, 8
     task, _ = exp1_task(0)
     util = Utility(task, FullBatchRecipe(args.steps, 1e-4, "shared", False), models_per_batch=args.models)
     g = torch.Generator().manual_seed(0)
+    cpu_per_fit = {}
     for label, width in (("loo", 1000), ("beta-shapley", 177), ("class-wise-shapley", 500), ("loo", 1000)):
         index = torch.stack([torch.randperm(util.n, generator=g)[:width] for _ in range(args.models)])
         cpu, wall = time.process_time(), time.perf_counter()
         util.scores(index, torch.ones(args.models, width))
         scale = 200 / args.steps / args.models
+        cpu_per_fit[label] = scale * (time.process_time() - cpu)  # the second loo (warm) replaces the first
         print(f"{label:>18s} {width:5d} rows: {scale * (time.process_time() - cpu):6.2f} CPU s per fit, "
               f"{scale * (time.perf_counter() - wall):6.2f} wall s per fit", flush=True)
+    emit("prefix_fit_cost", [summary_row(f"{label} fit ({w} rows), CPU s", cpu_per_fit[label],
+                                         "a LOO fit (1000 rows), the same batched training", cpu_per_fit["loo"])
+                             for label, w in (("beta-shapley", 177), ("class-wise-shapley", 500))])
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from _summary import parse  # noqa: E402
 
 # Cheapest first: a failure shows early. gpu_suite.sh (a GPU session's own script) is not here.
 SCRIPTS = ["startup", "fastfit_speed", "batched_training", "filtering_speed", "dvgs_speed", "dvgs_scale",
-           "tmc_budget", "dvrl_convergence", "thread_policy"]
+           "tmc_budget", "prefix_fit_cost", "dvrl_speed", "gradient_valuers", "thread_policy"]
 TIMEOUT_S = {True: 900, False: 7200}  # per script, --quick or full
 
 

@@ -18,6 +18,15 @@ def test_values_are_estimator_probabilities_and_fits_are_counted():
     assert out.info["trainer"] == "flat-mlp"
 
 
+def test_the_compiled_inner_training_gives_the_same_values():
+    task, _ = easy_task(n_source=120, n_target=60)
+    eager = DVRLValuer(iterations=5, inner_epochs=2).value(task)
+    compiled = DVRLValuer(iterations=5, inner_epochs=2, compile=True).value(task)
+    if compiled.info["trainer"] != "flat-mlp+compile":
+        pytest.skip(f"torch.compile does not work here: {compiled.info['trainer']}")
+    np.testing.assert_allclose(compiled.values, eager.values, atol=1e-4)
+
+
 def test_estimator_architecture():
     est = Estimator(7, 3)
     widths = [(m.in_features, m.out_features) for m in est.modules() if hasattr(m, "in_features")]

@@ -1,4 +1,6 @@
 """The fast repeated trainer computes the same training as autograd + torch.optim.Adam."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,63 @@ def test_single_thread_restores_the_setting():
     with single_thread("cpu"):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def padded(model, recipe, compiled: bool) -> FlatMLPTrainer:
+    """A trainer on the padded step (recipe.compile), compiled or run eagerly."""
+    t = FlatMLPTrainer(model, dataclasses.replace(recipe, compile=True), "cpu")
+    if not compiled:
+        t.compile_error = "not compiled in this test"  # the padded step, eagerly
+    return t
+
+
+@pytest.mark.parametrize("kind", ["plain", "select", "weight"])
+def test_the_padded_step_trains_as_the_eager_loop(kind):
+    # 150 rows in minibatches of 40 (a short last one), dropout on: the padding rows
+    # (weight 0) must add nothing, and the masks and row order must be the same
+    x, y = data()
+    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16)), 3)
+    recipe = MinibatchRecipe(lr=1e-2, epochs=5, batch_size=40)
+    select = np.random.default_rng(2).random(len(x)) < 0.6 if kind == "select" else None
+    weight = torch.rand(len(x)) if kind == "weight" else None
+    eager, pad = FlatMLPTrainer(model, recipe, "cpu"), padded(model, recipe, compiled=False)
+    eager.fit(x, y, np.random.default_rng(7), select=select, weight=weight)
+    pad.fit(x, y, np.random.default_rng(7), select=select, weight=weight)
+    assert (eager.flat - eager.init).abs().max() > 1e-2  # training did something
+    assert torch.allclose(pad.flat, eager.flat, atol=1e-5)
+    assert pad.name == "flat-mlp (compile failed: not compiled in this test)"
+
+
+def test_the_compiled_step_trains_as_the_eager_loop():
+    x, y = data()
+    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16)), 3)
+    recipe = MinibatchRecipe(lr=1e-2, epochs=3, batch_size=40)
+    select = np.random.default_rng(2).random(len(x)) < 0.6
+    eager, comp = FlatMLPTrainer(model, recipe, "cpu"), padded(model, recipe, compiled=True)
+    for seed in (7, 8):  # the second fit reuses the compiled step from the initial weights
+        eager.fit(x, y, np.random.default_rng(seed), select=select)
+        comp.fit(x, y, np.random.default_rng(seed), select=select)
+        if comp.compile_error is not None:
+            pytest.skip(f"torch.compile does not work here: {comp.compile_error}")
+        assert torch.allclose(comp.flat, eager.flat, atol=1e-5)
+    assert comp.name == "flat-mlp+compile"
+
+
+def test_a_step_that_fails_to_compile_falls_back_to_the_padded_step(monkeypatch):
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler\nmore lines")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x, y = data()
+    model = build_model(Learner("mlp", 7, 3), 0)
+    recipe = MinibatchRecipe(lr=1e-2, epochs=2, batch_size=40)
+    t, ref = padded(model, recipe, compiled=True), padded(model, recipe, compiled=False)
+    t.fit(x, y, np.random.default_rng(0))
+    ref.fit(x, y, np.random.default_rng(0))
+    assert t.name == "flat-mlp (compile failed: RuntimeError: no C++ compiler)"
+    assert torch.equal(t.flat, ref.flat)
 
 
 @pytest.mark.gpu

@@ -27,6 +27,13 @@ default). ``max_fits`` / ``max_seconds`` stop the outer loop early (recorded). D
 needs labels (the estimator's input is the label and the target model's error on it):
 supervised tasks only. The inner training uses valbench.training.repeated (hand-written
 backward pass on one flat buffer), which is what makes 2000 x 100 epochs affordable.
+``compile=True`` pads each minibatch to a fixed size and compiles the whole training
+step into one graph, replayed as a CUDA graph on GPU, where the eager step is bound by
+kernel launches (~60 per step; 0.43 s per outer iteration on an H200). It is off by
+default: on CPU it measured 1.26x *slower* per outer iteration than the eager step
+(benchmarks/dvrl_speed.py: the padding rows and torch.compile's per-call overhead cost
+more than the fused loops save), and it has not yet run on a GPU. If compilation fails the
+same padded step runs eagerly; ``info["trainer"]`` says which ran.
 """
 from __future__ import annotations
 
@@ -97,6 +104,7 @@ class DVRLValuer(BudgetParams):
     learning_rate: float = 0.01
     baseline: Literal["fixed", "moving"] = "fixed"
     baseline_window: int = 100
+    compile: bool = False
 
     def validate(self) -> None:
         for name in ("iterations", "batch_size", "inner_epochs", "predictor_batch_size", "baseline_window"):
@@ -139,7 +147,7 @@ class DVRLValuer(BudgetParams):
         y_target = np.asarray(task.target.y)
 
         recipe = MinibatchRecipe(lr=self.predictor_lr, epochs=self.inner_epochs,
-                        batch_size=min(self.predictor_batch_size, n_target))
+                                 batch_size=min(self.predictor_batch_size, n_target), compile=self.compile)
         trainer = make_trainer(build_model(task.learner, task.seed, dev), recipe, dev)
         inner = rng(task.seed, "dvrl", "predictor")
 

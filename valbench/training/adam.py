@@ -54,6 +54,7 @@ class Adam:
         torch._foreach_zero_(self.exp_avg)
         torch._foreach_zero_(self.exp_avg_sq)
         self.steps = 0
+        self._step.zero_()
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor]) -> None:
@@ -73,3 +74,16 @@ class Adam:
         torch._foreach_div_(denom, math.sqrt(1 - b2 ** self.steps))
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(self.params, self.exp_avg, denom, -self.lr / (1 - b1 ** self.steps))
+
+
+def adam_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                 step: torch.Tensor, lr: float, betas: tuple[float, float], eps: float) -> None:
+    """The same update for one tensor, in place, with the step count a tensor that the
+    caller increments: nothing changes from one step to the next but tensor contents, so
+    torch.compile makes one graph of it (and a CUDA graph can replay it), where
+    :class:`Adam`'s Python step count would recompile every step."""
+    b1, b2 = betas
+    exp_avg.lerp_(grad, 1 - b1)
+    exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    denom = (exp_avg_sq.sqrt() / (1 - b2 ** step).sqrt()).add_(eps)
+    param.sub_(exp_avg / denom * (lr / (1 - b1 ** step)))
