@@ -15,11 +15,13 @@ size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.training.model
   same update as ``torch.optim.Adam``),
 - with ``MinibatchRecipe.compile``: each minibatch padded to the recipe's batch size with
   rows of weight 0 (they add exactly nothing to the gradient), so every step has the same
-  shapes and the whole step, forward, backward and Adam, is one graph for torch.compile:
-  the element-wise layers fused into a few loops on CPU (1.5x per step on the paper's MLP,
-  benchmarks/fastfit_speed.py) and, on CUDA, replayed as a CUDA graph (one launch in place
-  of ~60). If compilation fails, the same padded step runs eagerly (``compile_error``
-  says why). Values agree with the eager trainer within float32 rounding.
+  shapes and the whole step, forward, backward and Adam, is one graph for torch.compile,
+  which on CUDA replays it as a CUDA graph (one launch in place of ~60: the eager step is
+  launch-bound there). On CPU it does not pay: inductor's fused loops are no faster than
+  these hand-written passes, and the padding rows and per-call overhead make a DVRL outer
+  iteration ~1.3x slower (benchmarks/dvrl_speed.py). If compilation fails, the same padded
+  step runs eagerly (``compile_error`` says why). Values agree with the eager trainer
+  within float32 rounding.
 
 It is the same training as an autograd loop with ``torch.optim.Adam`` (tests check
 gradients and steps against autograd); only the random streams differ.
