@@ -90,6 +90,26 @@ def test_fused_and_manual_adam_agree():
     assert torch.allclose(a.flat, b.flat, atol=1e-6)
 
 
+def test_adam_takes_transposed_gradients():
+    # autograd.grad of a batched matrix product returns transposed (non-contiguous)
+    # gradients; the fused kernel must not read them in memory order
+    from valbench.training.adam import Adam
+
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(3, 5, 4, generator=g), torch.randn(6, generator=g)]
+    ref = [p.clone().requires_grad_(True) for p in params]
+    ours, theirs = Adam(params, lr=1e-2), torch.optim.Adam(ref, lr=1e-2)
+    for _ in range(3):
+        grads = [torch.randn(3, 4, 5, generator=g).transpose(1, 2), torch.randn(6, generator=g)]
+        assert not grads[0].is_contiguous()
+        for r, gr in zip(ref, grads):
+            r.grad = gr.clone()
+        ours.step(grads)
+        theirs.step()
+    for p, r in zip(params, ref):
+        assert torch.allclose(p, r, atol=1e-6)
+
+
 def test_selection_that_empties_an_epoch_trains_nothing():
     x, y = data()
     model = build_model(Learner("mlp", 7, 3), 0)

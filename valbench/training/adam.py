@@ -5,7 +5,8 @@ second of CPU), which would be charged to the first valuation of every process. 
 is torch.optim.Adam's update (no weight decay, no amsgrad): torch's fused Adam kernel
 where it runs on the device (one call for all parameters; it agrees with the
 multi-tensor update to float32 rounding), else the multi-tensor update, op for op.
-Used by DVGS (valbench.gradsim.dvgs) and the flat MLP trainer (valbench.training.repeated).
+Used by DVGS (valbench.gradsim.dvgs), the flat MLP trainer (valbench.training.repeated) and
+batched training (valbench.training.stacked: every copy's parameters in one fused call).
 """
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ class Adam:
         self.steps += 1
         grads = list(grads)
         if self.fused:
+            # the fused kernel walks raw memory: a transposed gradient (autograd.grad of a
+            # batched matrix product returns some) would be read in the wrong order
+            grads = [g.contiguous() for g in grads]
             self._step.fill_(self.steps)
             torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self._step] * len(grads),
                                lr=self.lr, beta1=b1, beta2=b2, weight_decay=0.0, eps=self.eps, amsgrad=False,

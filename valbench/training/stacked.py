@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from valbench.training.adam import Adam
 from valbench.training.mish import mish_parts
 from valbench.training.chain import NotAChain, Plan, chain_layers, dropout_inputs
 from valbench.seeding import torch_generator
@@ -281,7 +282,7 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
     xb = xf[index]  # (n, d) or (M, n, d)
     yb = y[index]
     params = [p.requires_grad_(True) for p in net.params]
-    opt = torch.optim.Adam(params, lr=recipe.lr)
+    opt = Adam(params, lr=recipe.lr)  # torch's fused kernel where it runs: one pass over all copies' parameters
     use_dropout = recipe.dropout == "shared" and bool(dropout_widths(net.spec))
     masks_src = MaskStream(net.spec, net.dropout_h, len(x), seed, stream, str(device)) if use_dropout else None
     w = weight.to(torch.float32)
@@ -290,9 +291,8 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
         if masks_src is not None:
             masks = [m[index] for m in masks_src.next()]
         loss = _Loss.call(recipe.compile, net.spec, supervised, params, xb, yb, w, masks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        grads = torch.autograd.grad(loss, params)
+        opt.step(grads)
     net.params = [p.detach() for p in params]
     return net
 
