@@ -4,7 +4,8 @@ Most models valued or retrained here (the paper's MLP classifier and MLP autoenc
 are a chain of Linear layers with parameter-free layers between them: dropout, Mish,
 ReLU, Tanh, LayerNorm without affine parameters. For such a chain, :func:`chain_forward`
 and :func:`chain_backward` compute every Linear layer's input and the backward signal at
-its output without an autograd graph:
+its output without an autograd graph, for one model or for M stacked copies (weights
+(M, out, in), activations (M, n, h)):
 
 - no graph bookkeeping, no per-op autograd dispatch, no module hooks;
 - Mish's derivative is formed in the forward pass from the same exp
@@ -13,9 +14,10 @@ its output without an autograd graph:
   gradient is never formed.
 
 Users: the flat MLP trainer (:mod:`valbench.training.repeated`: the weight gradients),
-stacked training (:mod:`valbench.training.stacked` reads the layer sequence with
-:func:`chain_layers`), and the DVGS engine (``valbench.gradsim.sequential``: per-sample
-terms from the layer inputs and backward signals). Which layers a module stands for is
+batched training (:mod:`valbench.training.stacked`: the same passes over stacked copies,
+so nothing is recomputed in the backward pass, compiled or not), and the DVGS engine
+(``valbench.gradsim.sequential``: per-sample terms from the layer inputs and backward
+signals). Which layers a module stands for is
 read from its type, or from a class attribute ``chain_kind`` ("dropout", "mish") that a
 drop-in replacement layer declares. Whether a model's forward() follows the declared
 order is not guessed: every user runs probe rows through both and compares.
@@ -103,6 +105,21 @@ def dropout_inputs(layers: Plan) -> list[tuple[float, int]]:
     return out
 
 
+def linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """h @ w.T + b. Stacked copies (batched training): w (M, out, in), b (M, out), and h
+    (n, in) shared by every copy (one GEMM against all copies' weights side by side) or
+    (M, n, in); the output is (M, n, out)."""
+    if w.dim() == 2:
+        return h @ w.T if b is None else torch.addmm(b, h, w.T)
+    M, out = w.shape[0], w.shape[1]
+    if b is None:
+        b = torch.zeros(M, out, dtype=w.dtype, device=w.device)
+    if h.dim() == 2:
+        a = torch.addmm(b.reshape(1, M * out), h, w.reshape(M * out, -1).t())
+        return a.view(h.shape[0], M, out).transpose(0, 1)
+    return torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+
+
 @torch.no_grad()
 def chain_forward(chain: Chain, x: torch.Tensor, masks: Masks | None) -> tuple[torch.Tensor, list]:
     """The output and, per layer, what :func:`chain_backward` needs. ``masks`` None is
@@ -116,9 +133,9 @@ def chain_forward(chain: Chain, x: torch.Tensor, masks: Masks | None) -> tuple[t
         if kind == "linear":
             _, w, b = layer
             keep = h
-            h = h @ w.T if b is None else torch.addmm(b, h, w.T)
+            h = linear(h, w, b)
         elif kind == "dropout":
-            keep = masks(k, h.shape[1]) if train else None
+            keep = masks(k, h.shape[-1]) if train else None
             k += 1
             if keep is not None:
                 h = h * keep
@@ -132,7 +149,7 @@ def chain_forward(chain: Chain, x: torch.Tensor, masks: Masks | None) -> tuple[t
         elif kind == "tanh":
             h = keep = torch.tanh(h)
         else:  # layernorm
-            out, mean, rstd = torch.native_layer_norm(h, [h.shape[1]], None, None, layer[1])
+            out, mean, rstd = torch.native_layer_norm(h, [h.shape[-1]], None, None, layer[1])
             keep = (h, mean, rstd)
             h = out
         if train:
@@ -154,7 +171,7 @@ def chain_backward(chain: Chain, saved: list, grad: torch.Tensor,
         if kind == "linear":
             on_linear(linears.index(i), dh, s)
             if i > linears[0]:
-                dh = dh @ chain[i][1]  # a new tensor: the in-place steps below never touch a signal
+                dh = dh @ chain[i][1]  # a new tensor (per copy when stacked): the in-place steps below never touch a signal
         elif kind == "dropout":
             if s is not None:
                 dh = dh.mul_(s)
@@ -167,5 +184,5 @@ def chain_backward(chain: Chain, saved: list, grad: torch.Tensor,
         else:  # layernorm
             inp, mean, rstd = s
             dh = dh.to(inp.dtype)  # a no-op but under autocast (DVGS dtype=bf16), where the two may differ
-            dh = torch.ops.aten.native_layer_norm_backward(dh, inp, [inp.shape[1]], mean, rstd, None, None,
+            dh = torch.ops.aten.native_layer_norm_backward(dh, inp, [inp.shape[-1]], mean, rstd, None, None,
                                                            [True, False, False])[0]

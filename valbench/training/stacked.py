@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from valbench.training.adam import Adam
-from valbench.training.mish import mish_parts
-from valbench.training.chain import NotAChain, Plan, chain_layers, dropout_inputs
+from valbench.training.chain import (Chain, NotAChain, Plan, chain_backward, chain_forward, chain_layers,
+                                    dropout_inputs)
 from valbench.seeding import torch_generator
 
 DropoutMode = Literal["shared", "off"]
@@ -72,72 +72,59 @@ def dropout_widths(spec: Spec) -> list[tuple[int, float]]:
     return [(i, s[1]) for i, s in enumerate(spec) if s[0] == "dropout" and s[1] > 0]
 
 
-def mish_exp(a: torch.Tensor) -> torch.Tensor:
-    """Mish with one exp (valbench.training.mish.mish_parts), equal to F.mish within
-    float32 rounding. Compiled, it fuses into one vectorised loop, unlike aten's mish
-    (~3x faster per element on CPU)."""
-    return a * mish_parts(a)[0]
+def stacked_chain(spec: Spec, params: list[torch.Tensor]) -> Chain:
+    """The chain (valbench.training.chain) of M stacked copies: ``params`` alternate
+    weight (M, out, in) and bias (M, out)."""
+    out, li = [], 0
+    for s in spec:
+        if s[0] == "linear":
+            out.append(("linear", params[2 * li], params[2 * li + 1]))
+            li += 1
+        else:  # spec's dropout layers all have p > 0 (chain_layers leaves p = 0 out)
+            out.append(("layernorm", s[1]) if s[0] == "layernorm" else (s[0],))
+    return out
 
 
 def stacked_forward(spec: Spec, params: list[torch.Tensor], x: torch.Tensor,
-                    masks: list[torch.Tensor] | None, fast_mish: bool = False) -> torch.Tensor:
+                    masks: list[torch.Tensor] | None) -> torch.Tensor:
     """Outputs (M, n, out) of M stacked copies.
 
     ``x`` is (n, d) shared by every copy or (M, n, d) per copy; ``params`` alternate
     weight (M, out, in) and bias (M, out); ``masks`` (train mode) holds one scaled
     dropout mask per dropout layer, (n, h) shared or (M, n, h) per copy; None = eval.
-    ``fast_mish`` uses :func:`mish_exp` (for compiled code) instead of aten's mish.
     """
-    M = params[0].shape[0]
-    a = x
-    li = di = 0
-    for s in spec:
-        kind = s[0]
-        if kind == "linear":
-            w, b = params[2 * li], params[2 * li + 1]
-            if a.dim() == 2:  # shared input: one GEMM against all copies' weights side by side
-                out_f = w.shape[1]
-                a = torch.addmm(b.reshape(1, M * out_f), a, w.reshape(M * out_f, -1).t())
-                a = a.view(a.shape[0], M, out_f).transpose(0, 1)
-            else:
-                a = torch.baddbmm(b[:, None, :], a, w.transpose(1, 2))
-            li += 1
-        elif kind == "dropout":
-            if s[1] > 0:
-                if masks is not None:
-                    a = a * masks[di]
-                di += 1
-        elif kind == "mish":
-            a = mish_exp(a) if fast_mish else F.mish(a)
-        elif kind == "relu":
-            a = F.relu(a)
-        elif kind == "tanh":
-            a = torch.tanh(a)
-        elif kind == "layernorm":
-            a = F.layer_norm(a, (a.shape[-1],), eps=s[1])
-    return a
+    return chain_forward(stacked_chain(spec, params), x, None if masks is None else lambda k, width: masks[k])[0]
 
 
-def _stacked_loss(spec: Spec, supervised: bool, params: list[torch.Tensor], x: torch.Tensor,
-                  y: torch.Tensor, weight: torch.Tensor, masks: list[torch.Tensor] | None,
-                  fast_mish: bool = False) -> torch.Tensor:
-    """Sum over copies of each copy's weighted mean loss (copies do not interact)."""
-    out = stacked_forward(spec, params, x, masks, fast_mish)
+def _stacked_grads(spec: Spec, supervised: bool, params: list[torch.Tensor], x: torch.Tensor,
+                   y: torch.Tensor, weight: torch.Tensor, masks: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    """Gradients of the sum over copies of each copy's weighted mean loss (copies do not
+    interact), by the chain's hand-written passes: no autograd graph, and the backward
+    pass reuses what the forward pass kept (Mish's derivative, LayerNorm's statistics)."""
+    chain = stacked_chain(spec, params)
+    out, saved = chain_forward(chain, x, (lambda k, width: masks[k]) if masks is not None else lambda k, width: None)
     M, n = out.shape[0], out.shape[1]
-    if supervised:
+    if supervised:  # d CE / d logits = softmax - onehot
         target = y.expand(M, n) if y.dim() == 1 else y
-        per_row = F.cross_entropy(out.reshape(M * n, -1), target.reshape(-1), reduction="none").view(M, n)
-    else:
+        d = torch.softmax(out, dim=2) - F.one_hot(target, out.shape[2]).to(out.dtype)
+    else:  # d mean((out - target)^2 over features) / d out
         target = y.expand(M, *y.shape) if y.dim() == 2 else y
-        per_row = (out - target).square().mean(dim=2)
-    per_copy = (per_row * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1e-12)
-    return per_copy.sum()
+        d = (out - target) * (2.0 / out.shape[2])
+    d = d * (weight / weight.sum(dim=1, keepdim=True).clamp_min(1e-12))[:, :, None]
+    grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
+
+    def write(j: int, signal: torch.Tensor, inp: torch.Tensor) -> None:
+        grads[2 * j] = signal.transpose(1, 2) @ inp  # (M, out, in); inp may be (n, in), shared
+        grads[2 * j + 1] = signal.sum(dim=1)
+
+    chain_backward(chain, saved, d, write)
+    return grads
 
 
-class _Loss:
-    """The stacked loss, compiled with torch.compile when asked and possible.
+class _Grads:
+    """The stacked gradients, compiled with torch.compile when asked and possible.
 
-    If compilation fails (no C++ compiler, an unsupported platform), the eager loss is
+    If compilation fails (no C++ compiler, an unsupported platform), the eager passes are
     used from then on and ``compile_error`` says why; results agree within rounding.
     """
 
@@ -145,35 +132,28 @@ class _Loss:
     compile_error: str | None = None
 
     @classmethod
-    def get(cls, compile: bool):
+    def call(cls, compile: bool, *args) -> list[torch.Tensor]:
         if not compile or cls.compile_error is not None:
-            return _stacked_loss
+            return _stacked_grads(*args)
         if cls._compiled is None:
-            cls._compiled = torch.compile(_stacked_loss, dynamic=None)
-        return cls._compiled
-
-    @classmethod
-    def call(cls, compile: bool, *args) -> torch.Tensor:
-        fn = cls.get(compile)
-        if fn is _stacked_loss:
-            return fn(*args)
+            cls._compiled = torch.compile(_stacked_grads, dynamic=None)
         try:
-            return fn(*args, True)
+            return cls._compiled(*args)
         except Exception as exc:  # compilation problems surface at the first call
             cls.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            return _stacked_loss(*args)
+            return _stacked_grads(*args)
 
 
 def compile_status() -> str | None:
     """Why torch.compile was given up in this process (None: not given up)."""
-    return _Loss.compile_error
+    return _Grads.compile_error
 
 
 def training_label(compile: bool) -> str:
     """What actually ran, for a valuation's info: "batched", "batched+compile" or why not."""
     if not compile:
         return "batched"
-    return "batched+compile" if _Loss.compile_error is None else f"batched (compile failed: {_Loss.compile_error})"
+    return "batched+compile" if _Grads.compile_error is None else f"batched (compile failed: {_Grads.compile_error})"
 
 
 @dataclass(frozen=True)
@@ -183,7 +163,7 @@ class FullBatchRecipe:
     steps: int = 200
     lr: float = 1e-4
     dropout: DropoutMode = "shared"
-    compile: bool = False  # torch.compile the stacked loss (fuses the elementwise layers)
+    compile: bool = False  # torch.compile the stacked passes (fuses the elementwise layers)
 
 
 class MaskStream:
@@ -281,7 +261,7 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
     xf = x.flatten(1)
     xb = xf[index]  # (n, d) or (M, n, d)
     yb = y[index]
-    params = [p.requires_grad_(True) for p in net.params]
+    params = net.params
     opt = Adam(params, lr=recipe.lr)  # torch's fused kernel where it runs: one pass over all copies' parameters
     use_dropout = recipe.dropout == "shared" and bool(dropout_widths(net.spec))
     masks_src = MaskStream(net.spec, net.dropout_h, len(x), seed, stream, str(device)) if use_dropout else None
@@ -290,10 +270,7 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
         masks = None
         if masks_src is not None:
             masks = [m[index] for m in masks_src.next()]
-        loss = _Loss.call(recipe.compile, net.spec, supervised, params, xb, yb, w, masks)
-        grads = torch.autograd.grad(loss, params)
-        opt.step(grads)
-    net.params = [p.detach() for p in params]
+        opt.step(_Grads.call(recipe.compile, net.spec, supervised, params, xb, yb, w, masks))
     return net
 
 
