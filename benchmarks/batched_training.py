@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=3, help="one-at-a-time models timed per repeat")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--quick", action="store_true", help="1 repeat, 1 single model, 16 per batch, 40 steps, eager only")
+    ap.add_argument("--quick", action="store_true", help="1 repeat, 1 single model, 16 per batch, 40 steps")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.single, args.batch, args.steps = 1, 1, 16, 40
@@ -127,14 +127,12 @@ def main() -> None:
     paths = {"one-at-a-time (port)": one_port, "one-at-a-time (same)": one_same,
              "batched (eager)": batched(False), "batched (compiled)": batched(True),
              "matrix products only": gemm_only}
-    if args.quick:  # compiling takes longer than the quick timings themselves
-        del paths["batched (compiled)"]
-    else:  # warm-up (and compilation, timed apart)
-        t = time.perf_counter()
-        small = FullBatchRecipe(steps=2, lr=1e-4, dropout="shared", compile=True)
-        train_stacked(build_model(learner, 0), x, y, torch.arange(n), torch.ones(args.batch, n), supervised=True,
-                      recipe=small, seed=0)
-        print(f"torch.compile warm-up (one-off per process, not in the timings): {time.perf_counter() - t:.1f} s")
+    # warm-up (and compilation, timed apart)
+    t = time.perf_counter()
+    small = FullBatchRecipe(steps=2, lr=1e-4, dropout="shared", compile=True)
+    train_stacked(build_model(learner, 0), x, y, torch.arange(n), torch.ones(args.batch, n), supervised=True,
+                  recipe=small, seed=0)
+    print(f"torch.compile warm-up (one-off per process, not in the timings): {time.perf_counter() - t:.1f} s")
     for fn in paths.values():  # warm-up: first-call costs (allocator, thread pool) not in the timings
         fn(args.repeats)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
