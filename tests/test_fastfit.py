@@ -203,3 +203,20 @@ def test_cuda_training_equals_autograd_without_dropout():
     with_dropout = FlatMLPTrainer(build_model(Learner("mlp", 7, 3), 0, "cuda"), recipe, "cuda")
     with_dropout.fit(x, y, np.random.default_rng(0), select=select)  # masks drawn on the device
     assert torch.isfinite(with_dropout.predict_proba(x)).all()
+
+
+@pytest.mark.gpu
+def test_cuda_compiled_step_trains_as_the_eager_loop():
+    # on CUDA the padded step is compiled with mode="reduce-overhead" (CUDA graphs)
+    x, y = data()
+    x, y = x.cuda(), y.cuda()
+    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0), 3, "cuda")
+    recipe = MinibatchRecipe(lr=1e-2, epochs=5, batch_size=40)
+    select = np.random.default_rng(2).random(len(x)) < 0.6
+    eager = FlatMLPTrainer(model, recipe, "cuda")
+    comp = FlatMLPTrainer(model, dataclasses.replace(recipe, compile=True), "cuda")
+    for seed in (7, 8):
+        eager.fit(x, y, np.random.default_rng(seed), select=select)
+        comp.fit(x, y, np.random.default_rng(seed), select=select)
+        assert comp.name == "flat-mlp+compile", comp.name
+        assert torch.allclose(comp.flat, eager.flat, atol=1e-4)
