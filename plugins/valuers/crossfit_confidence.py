@@ -51,8 +51,6 @@ cross-fitted). Supervised tasks only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 
 from valbench import hookimpl
@@ -60,19 +58,24 @@ from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
 
 
+MODELS = ("boosted", "logistic", "learner")  # the candidate models of p(y | x), in tie-break order
+FLOOR = 1e-6  # probability floor in the held-out log-likelihood (a class a fold never saw gets 0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CrossfitConfidenceValuer:
-    """value_i = p(y_i | x_i) from boosted trees fitted on the target plus the other source
-    folds, weighted by the previous round's trust."""
+    """value_i = p(y_i | x_i) from the model (chosen by held-out target likelihood) fitted on
+    the target plus the other source folds, weighted by the previous round's trust."""
 
     name = "crossfit-confidence"
-    version = "1"
+    version = "2"
     supervised_only = True
     test_params = {"iterations": 20, "folds": 3}  # cheap settings for valbench.testing.check_valuer
 
     folds: int = 5
     rounds: int = 1
-    model: Literal["boosted", "logistic"] = "boosted"
+    model: str = "auto"
+    select_folds: int = 3
     max_depth: int = 2
     iterations: int = 200
     learning_rate: float = 0.05
@@ -83,8 +86,12 @@ class CrossfitConfidenceValuer:
             raise ValueError(f"folds must be >= 2, got {self.folds}")
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
-        if self.model not in ("boosted", "logistic"):
-            raise ValueError(f"model must be 'boosted' or 'logistic', got {self.model!r}")
+        parts = str(self.model).split("+")
+        if self.model != "auto" and (not set(parts) <= set(MODELS) or len(set(parts)) != len(parts)):
+            raise ValueError(f"model must be 'auto' or one or more of {'/'.join(MODELS)} joined by '+', "
+                             f"got {self.model!r}")
+        if self.select_folds < 2:
+            raise ValueError(f"select_folds must be >= 2, got {self.select_folds}")
         if self.max_depth < 1:
             raise ValueError(f"max_depth must be >= 1, got {self.max_depth}")
         if self.iterations < 1:
@@ -103,23 +110,63 @@ class CrossfitConfidenceValuer:
             raise ValueError("crossfit-confidence needs at least two classes in the target set")
         if self.rounds > 0 and self.folds > len(task.source):
             raise ValueError(f"folds={self.folds} is larger than the source set ({len(task.source)} samples)")
+        if self.model == "auto" and self.select_folds > len(task.target):
+            raise ValueError(f"select_folds={self.select_folds} is larger than the target set "
+                             f"({len(task.target)} samples)")
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, seed: int):
-        if self.model == "logistic":
-            from sklearn.linear_model import LogisticRegression
+    def _proba(self, models: tuple[str, ...], task: ValuationTask, x: np.ndarray, y: np.ndarray,
+               w: np.ndarray | None, seed: int, query: np.ndarray) -> np.ndarray:
+        """p(. | query) (rows x classes) from each of ``models`` fitted on (x, y, weights w),
+        averaged; a class a model never saw has probability 0 under it."""
+        k = int(task.n_classes)
+        out = np.zeros((len(query), k))
+        for kind in models:
+            if kind == "learner":
+                import torch
 
-            return LogisticRegression(max_iter=1000).fit(x, y, sample_weight=w)
-        from sklearn.ensemble import HistGradientBoostingClassifier
+                from valbench.training.models import fit_learner, predict
 
-        return HistGradientBoostingClassifier(max_depth=self.max_depth, max_iter=self.iterations,
-                                              learning_rate=self.learning_rate, early_stopping=False,
-                                              random_state=seed % 2**32).fit(x, y, sample_weight=w)
+                net = fit_learner(task.learner, x, y, k, seed=seed, device=task.device,
+                                  label="crossfit-confidence", sample_weight=w)
+                with torch.no_grad():
+                    out += predict(task.learner, net, query, device=task.device)
+                continue
+            if kind == "logistic":
+                from sklearn.linear_model import LogisticRegression
 
-    def _confidence(self, clf, x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-        """p(y | x) for each row; a class the model never saw has probability 0."""
-        proba = np.zeros((len(x), k))
-        proba[:, clf.classes_] = clf.predict_proba(x)
-        return proba[np.arange(len(y)), y]
+                clf = LogisticRegression(max_iter=1000).fit(x, y, sample_weight=w)
+            else:
+                from sklearn.ensemble import HistGradientBoostingClassifier
+
+                clf = HistGradientBoostingClassifier(max_depth=self.max_depth, max_iter=self.iterations,
+                                                     learning_rate=self.learning_rate, early_stopping=False,
+                                                     random_state=seed % 2**32).fit(x, y, sample_weight=w)
+            out[:, clf.classes_] += clf.predict_proba(query)
+        return out / len(models)
+
+    def _select(self, task: ValuationTask, xt: np.ndarray, yt: np.ndarray) -> tuple[tuple[str, ...], dict]:
+        """The model with the best out-of-fold mean log-likelihood log p(y | x) on the clean
+        target set (``select_folds`` class-stratified seeded folds): each single candidate,
+        and the equal mixture of the best two (their averaged held-out probabilities, so no
+        extra fits). A proper scoring rule on clean labels: the estimate of p_clean(y | x)
+        that the detector needs."""
+        g = rng(task.seed, self.name, "select")
+        order = g.permutation(len(yt))
+        order = order[np.argsort(yt[order], kind="stable")]  # shuffled within each class
+        fold = np.empty(len(yt), dtype=np.int64)
+        fold[order] = np.arange(len(yt)) % self.select_folds
+        held = {m: np.zeros((len(yt), int(task.n_classes))) for m in MODELS}
+        for f in range(self.select_folds):
+            fit, out = fold != f, fold == f
+            for m in MODELS:
+                held[m][out] = self._proba((m,), task, xt[fit], yt[fit], None,
+                                           derive_seed(task.seed, self.name, "select", f), xt[out])
+        rows = np.arange(len(yt))
+        score = {m: float(np.log(np.maximum(p[rows, yt], FLOOR)).mean()) for m, p in held.items()}
+        a, b = sorted(sorted(MODELS, key=lambda m: -score[m])[:2], key=MODELS.index)
+        score[f"{a}+{b}"] = float(np.log(np.maximum((held[a] + held[b])[rows, yt] / 2, FLOOR)).mean())
+        best = max(score, key=score.get)  # first of equals: the singles, in MODELS' order
+        return tuple(best.split("+")), {m: round(v, 4) for m, v in score.items()}
 
     def _outside(self, xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(nearest-target distance of each source sample, mask of those out of the target's
@@ -135,32 +182,34 @@ class CrossfitConfidenceValuer:
         self.check(task)
         from threadpoolctl import threadpool_limits
 
-        k = int(task.n_classes)
         xs = np.asarray(task.source.x, dtype=np.float32).reshape(len(task.source), -1)
         xt = np.asarray(task.target.x, dtype=np.float32).reshape(len(task.target), -1)
         ys, yt = np.asarray(task.source.y), np.asarray(task.target.y)
+        rows = np.arange(len(ys))
         folds = rng(task.seed, self.name, "folds").permutation(len(xs)) % self.folds
         distance, outside = self._outside(xs, xt)
         # one thread: the fits are small (threads cost more than they save on the 2-core
         # development machine), and a fixed thread count keeps the histograms' float sums,
         # hence the values, identical on every machine
         with threadpool_limits(limits=1):
-            trust = self._confidence(self._fit(xt, yt, None, derive_seed(task.seed, self.name, 0)), xs, ys, k)
+            models, loglik = self._select(task, xt, yt) if self.model == "auto" else (tuple(self.model.split("+")), {})
+            trust = self._proba(models, task, xt, yt, None, derive_seed(task.seed, self.name, 0), xs)[rows, ys]
             for r in range(self.rounds):
                 scores = np.empty(len(xs))
                 for f in range(self.folds):
                     out = folds == f
                     fit = ~out & ~outside  # samples off the target's support teach the model nothing
-                    clf = self._fit(np.concatenate([xt, xs[fit]]), np.concatenate([yt, ys[fit]]),
+                    p = self._proba(models, task, np.concatenate([xt, xs[fit]]), np.concatenate([yt, ys[fit]]),
                                     np.concatenate([np.ones(len(xt)), trust[fit]]),
-                                    derive_seed(task.seed, self.name, r + 1, f))
-                    scores[out] = self._confidence(clf, xs[out], ys[out], k)
+                                    derive_seed(task.seed, self.name, r + 1, f), xs[out])
+                    scores[out] = p[np.arange(out.sum()), ys[out]]
                 trust = scores
         # below every sample inside the support (values in [0, 1]), the farthest lowest
         values = np.where(outside, -distance, trust)
-        return Valuation(values, fits=1 + self.rounds * self.folds,
-                         info={"model": self.model, "folds": self.folds, "rounds": self.rounds,
-                               "outside_support": int(outside.sum())})
+        fits = len(models) * (1 + self.rounds * self.folds) + len(loglik and MODELS) * self.select_folds
+        return Valuation(values, fits=fits,
+                         info={"model": "+".join(models), "heldout_loglik": loglik, "folds": self.folds,
+                               "rounds": self.rounds, "outside_support": int(outside.sum())})
 
 
 def nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool = False, chunk: int = 1024) -> np.ndarray:
