@@ -173,3 +173,27 @@ def test_auto_picks_the_model_with_the_better_heldout_target_likelihood(kind, be
     np.testing.assert_array_equal(out.values, fixed.values)
     other = CrossfitConfidenceValuer(model=worst, **fast).value(task)
     assert roc_auc_score(mask, -out.values) > roc_auc_score(mask, -other.values) + 0.05
+
+
+def test_fit_learner_sample_weight_multiplies_the_class_balance():
+    """The learner candidate trains with the trust weights: weights of one change nothing
+    (also under class balance), and zero weight on one class's rows removes what they teach."""
+    import dataclasses
+
+    import torch
+
+    from valbench.training.models import fit_learner, predict
+
+    task, _ = easy_task(n_source=120, n_target=60)
+    x, y = np.asarray(task.target.x), np.asarray(task.target.y)
+    learner = dataclasses.replace(task.learner, epochs=40, lr=1e-2, class_balance=True)
+
+    def fit(w):
+        return fit_learner(learner, x, y, 2, seed=0, device="cpu", label="w", sample_weight=w)
+
+    plain, ones, zero = fit(None), fit(np.ones(len(y))), fit((y == 0).astype(float))
+    for a, b in zip(plain.parameters(), ones.parameters()):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        p_plain, p_zero = (predict(learner, m, x)[:, 1].mean() for m in (plain, zero))
+    assert p_zero < p_plain - 0.2, (p_zero, p_plain)
