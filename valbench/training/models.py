@@ -193,15 +193,18 @@ SOURCE_MODEL = "source-model"
 
 
 def fit_learner(learner: Learner, x: np.ndarray, y: np.ndarray, n_classes: int | None, *, seed: int,
-                device: str, label: str, on_epoch: EpochCallback | None = None) -> nn.Module:
+                device: str, label: str, on_epoch: EpochCallback | None = None,
+                sample_weight: np.ndarray | None = None) -> nn.Module:
     """The task's model from its seeded initialisation, trained on (x, y) with the learner's
     recipe (:func:`fit_model`, seeded by (seed, ``label``); ``on_epoch`` as there), on one
     thread on CPU. A class-balanced learner (ADULT, BLOG) weights each sample by
-    w_c = n / (K n_c) of its class, as DVGS weights its target loss."""
+    w_c = n / (K n_c) of its class, as DVGS weights its target loss; ``sample_weight``
+    (one per row) multiplies that weight."""
     model = build_model(learner, seed, device)
-    weight = None
+    weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
     if learner.class_balance and n_classes is not None:
-        weight = class_weights(y, n_classes)[np.asarray(y, dtype=np.int64)]
+        balance = class_weights(y, n_classes)[np.asarray(y, dtype=np.int64)]
+        weight = balance if weight is None else balance * weight
     with single_thread(device):
         return fit_model(learner, model, x, y, seed=derive_seed(seed, label), device=device, sample_weight=weight,
                          on_epoch=on_epoch)
