@@ -5,7 +5,7 @@ import pytest
 from valbench.errors import ConfigError
 from valbench.testing import easy_task
 from valbench.types import Split, ValuationTask
-from valbench_plugins.valuers.dvrl import DVRLValuer, Estimator
+from valbench_plugins.valuers.dvrl import DVRLValuer, estimator
 
 SMALL = DVRLValuer.test_params
 
@@ -28,7 +28,7 @@ def test_the_compiled_inner_training_gives_the_same_values():
 
 
 def test_estimator_architecture():
-    est = Estimator(7, 3)
+    est = estimator(7, 3)
     widths = [(m.in_features, m.out_features) for m in est.modules() if hasattr(m, "in_features")]
     assert widths == [(10, 100), (100, 100), (100, 10), (13, 10), (10, 1)]
 

@@ -41,36 +41,36 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 from valbench import hookimpl
 from valbench.budget import BudgetParams
-from valbench.training.models import single_thread
-from valbench.training.repeated import MinibatchRecipe, make_trainer
-from valbench.training.models import build_model, tensor
-from valbench.training.scoring import performance
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
 from valbench.progress import progress
 from valbench.training.scoring import check_metric
 
+# torch and valbench's torch modules are imported where they are used: loading the
+# plugins (planning a run, `valbench plugins`) imports no torch (docs/plugins.md)
 SETUP_FITS = 2  # p_val on the target set, the baseline on the whole source set
 
 
-class Estimator(nn.Module):
-    """The DVRL data value estimator: (x, onehot(y), |onehot(y) - p_val(x)|) -> (0, 1)."""
+def estimator(in_features: int, n_classes: int, hidden: int = 100, comb: int = 10):
+    """The DVRL data value estimator's layers: ``body`` on concat(x, onehot(y)), ``head``
+    on concat(body, |onehot(y) - p_val(x)|) -> (0, 1); :func:`estimate` runs them."""
+    from torch import nn
 
-    def __init__(self, in_features: int, n_classes: int, hidden: int = 100, comb: int = 10):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(in_features + n_classes, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, comb), nn.ReLU())
-        self.head = nn.Sequential(nn.Linear(comb + n_classes, comb), nn.ReLU(), nn.Linear(comb, 1), nn.Sigmoid())
+    return nn.ModuleDict({
+        "body": nn.Sequential(nn.Linear(in_features + n_classes, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                              nn.ReLU(), nn.Linear(hidden, comb), nn.ReLU()),
+        "head": nn.Sequential(nn.Linear(comb + n_classes, comb), nn.ReLU(), nn.Linear(comb, 1), nn.Sigmoid())})
 
-    def forward(self, x: torch.Tensor, y_onehot: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
-        h = self.body(torch.cat([x, y_onehot], dim=1))
-        return self.head(torch.cat([h, diff], dim=1))[:, 0]
+
+def estimate(est, x, y_onehot, diff):
+    """h(x, y) in (0, 1) for each row: the probability of keeping the sample."""
+    import torch
+
+    h = est["body"](torch.cat([x, y_onehot], dim=1))
+    return est["head"](torch.cat([h, diff], dim=1))[:, 0]
 
 
 def check_metric_computable(task: ValuationTask, who: str) -> None:
@@ -130,12 +130,20 @@ class DVRLValuer(BudgetParams):
         """Values of every source sample. ``on_iteration(i, values)`` is called after outer
         iteration i with a function that returns the current values (for convergence
         studies, see benchmarks/dvrl_convergence.py; the harness never passes it)."""
+        from valbench.training.models import single_thread
+
         self.validate()
         self.check(task)
         with single_thread(task.device):
             return self._run(task, on_iteration)
 
     def _run(self, task: ValuationTask, on_iteration) -> Valuation:
+        import torch
+
+        from valbench.training.models import build_model, tensor
+        from valbench.training.repeated import MinibatchRecipe, make_trainer
+        from valbench.training.scoring import performance
+
         budget = self.new_budget()
         dev, k = task.device, int(task.n_classes)
         n, n_target = len(task.source), len(task.target)
@@ -164,8 +172,8 @@ class DVRLValuer(BudgetParams):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(task.seed, "dvrl", "estimator"))
-            estimator = Estimator(xs.shape[1], k).to(dev)
-        opt = torch.optim.Adam(estimator.parameters(), lr=self.learning_rate)
+            est = estimator(xs.shape[1], k).to(dev)
+        opt = torch.optim.Adam(est.parameters(), lr=self.learning_rate)
         outer = rng(task.seed, "dvrl", "outer")
         batch = min(self.batch_size, n)
         done, rewards = 0, []
@@ -175,7 +183,7 @@ class DVRLValuer(BudgetParams):
                 break
             idx_np = outer.permutation(n)[:batch]
             idx = torch.as_tensor(idx_np, device=dev)
-            p = estimator(xs[idx], onehot[idx], diff[idx])
+            p = estimate(est, xs[idx], onehot[idx], diff[idx])
             p_np = p.detach().cpu().numpy().astype(np.float64)
             s = outer.random(batch) < p_np
             if not s.any():  # the reference redraws with p = 0.5 (the loss still uses the estimator's p)
@@ -198,19 +206,21 @@ class DVRLValuer(BudgetParams):
             done = i + 1
             bar.update(1)
             if on_iteration is not None:
-                on_iteration(done, lambda: self.values(estimator, xs, onehot, diff))
+                on_iteration(done, lambda: self.values(est, xs, onehot, diff))
         bar.close()
-        values = self.values(estimator, xs, onehot, diff)
+        values = self.values(est, xs, onehot, diff)
         return budget.valuation(values, iterations=done, baseline=round(first_base, 6),
                                 mean_reward_last_100=round(float(np.mean(rewards[-100:])), 6) if rewards else None,
                                 trainer=trainer.name)
 
     @staticmethod
-    @torch.no_grad()
-    def values(estimator: Estimator, xs: torch.Tensor, onehot: torch.Tensor, diff: torch.Tensor) -> np.ndarray:
-        estimator.eval()
-        out = estimator(xs, onehot, diff).double().cpu().numpy()
-        estimator.train()
+    def values(est, xs, onehot, diff) -> np.ndarray:
+        import torch
+
+        est.eval()
+        with torch.no_grad():
+            out = estimate(est, xs, onehot, diff).double().cpu().numpy()
+        est.train()
         return out
 
 
