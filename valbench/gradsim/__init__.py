@@ -19,15 +19,17 @@
 """
 import importlib
 
-# Each name and the submodule it comes from, imported on first use (PEP 562): a plugin that
-# imports DVGSConfig (valbench.gradsim.config) loads without torch.
+# torch-free, and imported here so that the name `similarity` is the function, not its module
+from valbench.gradsim.similarity import SIMILARITIES, similarity
+
+# Each other name and the submodule it comes from, imported on first use (PEP 562): a
+# plugin that imports DVGSConfig (valbench.gradsim.config) loads without torch.
 _HOMES = {
     **dict.fromkeys(["ENGINES", "build_engine", "choose_engine", "source_terms"], "driver"),
     **dict.fromkeys(["UnsupportedModel", "check_model", "select_parameters"], "engines"),
     **dict.fromkeys(["SampleGradients", "TaskTensors", "task_tensors"], "persample"),
-    **dict.fromkeys(["SIMILARITIES", "similarity"], "similarity"),
 }
-__all__ = sorted(_HOMES)
+__all__ = sorted([*_HOMES, "SIMILARITIES", "similarity"])
 
 
 def __getattr__(name: str) -> object:
