@@ -29,15 +29,61 @@ def test_adult_cached_encoding_equals_the_parsed_one(tmp_path, monkeypatch):
     assert adult.fingerprint(None) == adult.load_frames(None)[2]
 
 
-def test_planning_a_run_scores_nothing_so_loads_no_scoring_library():
-    """precheck asks the metrics' check(truth) instead of probing score(), so planning a
-    one-job ADULT run (its data prepared, every default metric checked) needs neither
-    scikit-learn, scipy nor pandas once ADULT's encoding is cached (the first run makes it)."""
-    code = ("import sys; from valbench.api import plan; from valbench.grid import build_experiment; "
-            "from valbench.plugins import build_registry; "
-            "plan(build_experiment({'datasets': 'adult', 'corruptions': 'labels', 'valuers': 'random', 'seeds': 1}), "
-            "build_registry(), 'cpu'); "
-            "print(sorted(m for m in ('pandas', 'sklearn', 'scipy') if m in sys.modules))")
+# Plugin modules that still import torch when they load (their owners are changing them);
+# every other built-in plugin must load without it. Empty this once they import it lazily.
+TORCH_AT_LOAD = ("valbench_plugins.valuers.dvrl",)
+# `import X` raises ImportError for these (None in sys.modules): a module that imports one
+# when it loads, or planning a run that does, fails loudly, naming who did
+BLOCK = "import sys\nfor m in ('torch', 'sklearn', 'scipy', 'pandas'):\n    sys.modules[m] = None\n"
+
+
+def test_every_builtin_plugin_module_loads_without_torch():
+    """Loading the plugins (every valbench command does) imports no torch, scikit-learn,
+    scipy or pandas: the plugins import them in the functions that use them."""
+    import importlib.metadata as md
+
+    modules = sorted({ep.value for ep in md.entry_points(group="valbench") if ep.dist and ep.dist.name == "valbench"}
+                     - set(TORCH_AT_LOAD))
+    code = BLOCK + "import importlib\nfor m in %r:\n    importlib.import_module(m)\nprint('ok')" % (modules,)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.stdout.strip() == "ok", run.stderr[-1500:]
+
+
+def test_planning_a_run_imports_neither_torch_nor_a_scoring_library():
+    """Planning a one-job ADULT run the way `valbench run` does (every plugin loaded, the
+    device resolved, its data prepared, every default metric checked, the provenance of
+    worker jobs taken) needs neither torch nor scikit-learn, scipy or pandas once ADULT's
+    encoding is cached (the first run makes it): precheck asks the metrics' check(truth)
+    instead of probing score(), and the workers' fork server imports torch meanwhile."""
+    code = BLOCK + (
+        "import types\n"
+        "for m in %r:  # stand-ins without hooks (see TORCH_AT_LOAD)\n"
+        "    sys.modules[m] = types.ModuleType(m)\n"
+        "from valbench.api import plan\nfrom valbench.grid import build_experiment\n"
+        "from valbench.plugins import build_registry\nfrom valbench.provenance import provenance\n"
+        "import valbench.cli, valbench.executors, valbench.store\n"
+        "jobs, _ = plan(build_experiment({'datasets': 'adult', 'corruptions': 'labels', 'valuers': 'random', "
+        "'seeds': 1}), build_registry(), %r)\n"
+        "provenance(jobs[0].device, threads=2)\nprint('ok')") % (TORCH_AT_LOAD, "auto" if _cpu_only() else "cpu")
     adult.encoded.__wrapped__(None)  # fill this session's data cache first (pandas parses the CSV files)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.stdout.strip() == "ok", run.stderr[-1500:]
+
+
+def _cpu_only() -> bool:
+    from valbench.grid import cpu_only_torch
+
+    return cpu_only_torch()  # else resolving device "auto" asks torch whether it sees a GPU
+
+
+def test_torch_free_provenance_and_device_agree_with_torch():
+    """What the run's process now reads without importing torch is what torch says."""
+    import torch
+
+    from valbench.grid import resolve_device
+    from valbench.provenance import provenance
+
+    workers, here = provenance("cpu", threads=3), provenance("cpu")
+    assert workers["torch"] == here["torch"] == torch.__version__
+    assert (workers["torch_threads"], here["torch_threads"]) == (3, torch.get_num_threads())
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

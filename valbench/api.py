@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from valbench.executors import SerialExecutor, WorkerPool
+from valbench.executors import SerialExecutor, WorkerPool, warm_up
 from valbench.grid import Experiment, expand, resolve_device
 from valbench.plugins import Registry, build_registry, option
 from valbench.provenance import provenance
@@ -147,14 +147,16 @@ def run(exp: Experiment, results: str | Path, *, device: str = "auto", workers: 
     registry = registry or build_registry()
     path, since = Path(results), time.time()
     jobs, todo, done = pending(exp, path, registry, device, retry_failed)
-    # the workers start first, so that their fork server's imports overlap the data preparation
     pool = None
     if workers > 0 and todo and executor == "ray":
         from valbench.ray_executor import RayExecutor
 
         pool = RayExecutor(workers, timeout=timeout, memory_limit=memory_limit)
     elif workers > 0 and todo:
-        pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit).start()
+        # the fork server starts now and imports torch while this process (which needs no
+        # torch) prepares the data; the workers are forked from it when the first job is handed out
+        pool = WorkerPool(workers, timeout=timeout, memory_limit=memory_limit)
+        warm_up()
     try:
         return _run(jobs, todo, registry, path, prepare(jobs, done), pool, progress, on_plan, retry_failed, since)
     finally:
@@ -170,7 +172,8 @@ def _run(jobs: list[Job], todo: list[Job], registry: Registry, path: Path, cache
             on_plan(len(jobs), len(jobs) - len(todo))
         store.record_metrics(metric_rows(jobs))
         store.record_paper(paper_rows({(j.dataset.label, j.corruption.label, j.mode) for j in jobs}, registry))
-        prov, owner = provenance(jobs[0].device), run_owner()
+        threads = pool.threads if pool is not None else None  # None: the jobs run in this process
+        prov, owner = provenance(jobs[0].device, threads), run_owner()
         attempts: dict[str, int] = {}
         elsewhere = 0
 

@@ -29,13 +29,16 @@ if TYPE_CHECKING:
 
 Started = Callable[[Job], bool]  # claims the job; False: skip it (finished or taken by another run)
 POLL_S = 0.25  # how often deadlines and memory are looked at
+# What every job needs, imported once by the fork server (the run's own process plans without
+# torch; the workers should not each import it)
+WORKER_PRELOAD = ["torch", "valbench.runner", "valbench.training.models", "valbench.training.scoring"]
 
 
 class SerialExecutor:
     """Runs jobs one after another in this process (shares one cache; no limits)."""
 
     def __init__(self, cache: CellCache | None = None):
-        from valbench.runner import CellCache  # here: the module imports torch
+        from valbench.runner import CellCache
 
         self.cache = cache or CellCache()
 
@@ -94,12 +97,12 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
 
 
 def worker_context() -> mp.context.BaseContext:
-    """The workers' start method: a fork server that has imported valbench.runner (and so
-    torch) once, else spawn."""
+    """The workers' start method: a fork server that has imported torch, valbench.runner and
+    the shared learner's modules once, else spawn."""
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["valbench.runner"])
+        ctx.set_forkserver_preload(WORKER_PRELOAD)
     return ctx
 
 
@@ -167,8 +170,8 @@ class WorkerPool:
         self.slots = []
 
     def start(self) -> "WorkerPool":
-        """Start the workers now (the fork server imports valbench and torch while the caller
-        goes on planning: that cost then overlaps the planning instead of following it)."""
+        """Start the workers now: forked from the fork server once its imports are done
+        (:func:`warm_up` starts it early, so that they overlap the run's planning)."""
         while len(self.slots) < self.workers:
             self.slots.append(self._start())
         return self

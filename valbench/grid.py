@@ -145,15 +145,28 @@ def build_experiment(raw: dict[str, Any]) -> Experiment:
 
 
 def resolve_device(device: str) -> str:
-    import torch
-
     if device not in DEVICES:
         raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu" or (device == "auto" and cpu_only_torch()):
+        return "cpu"
+    import torch  # here: a CPU run's own process plans without importing torch (~1 s)
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
     return device
+
+
+def cpu_only_torch() -> bool:
+    """Whether the installed torch is a CPU-only build (its version's local label says so,
+    as in 2.13.0+cpu), which never sees a CUDA device: read without importing torch."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("torch").endswith("+cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def _unique(items: list[PluginConfig]) -> list[PluginConfig]:

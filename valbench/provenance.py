@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import platform
 import subprocess
 import sys
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import valbench
 
@@ -29,21 +29,31 @@ def git_commit() -> str | None:
         return None
 
 
-def provenance(device: str) -> dict[str, Any]:
+def provenance(device: str, threads: int | None = None) -> dict[str, Any]:
+    """Where the jobs about to run come from. ``threads``: the torch threads of the worker
+    processes that run them; None: the jobs run in this process, with its torch threads.
+    Only then (and on CUDA, for the device's name) is torch imported here: the run's own
+    process need not import it to plan a run and start its workers."""
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
     info: dict[str, Any] = {
         "valbench": valbench.__version__,
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "torch": importlib.metadata.version("torch"),
         "numpy": np.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
         "device": device,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
+        "device_name": platform.processor() or platform.machine(),
     }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["device_name"] = torch.cuda.get_device_name()
-        info["cuda"] = torch.version.cuda
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            info["device_name"] = torch.cuda.get_device_name()
+            info["cuda"] = torch.version.cuda
     return info

@@ -18,15 +18,13 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
 from valbench.datautil import array_sha256, cached_array
 from valbench.errors import ConfigError, DataError, ValuationError
 from valbench.plugins import option
 from valbench.seeding import derive_seed, rng
 from valbench.timing import timed
-from valbench.training.models import default_learner
-from valbench.training.scoring import default_metric
+from valbench.training.defaults import default_learner, default_metric
 from valbench.types import (Encoder, Job, JobResult, Learner, PerformanceMetric, Split, Splits, Truth, Valuation,
                             ValuationTask, readonly)
 
@@ -252,6 +250,8 @@ def precheck(job: Job, cache: CellCache) -> None:
 
 def run_job(job: Job, cache: CellCache) -> JobResult:
     """Run one job; every failure of the valuer or a metric becomes a failed result."""
+    import torch  # here: the run's own process prepares cells and prechecks jobs without torch
+
     cell = cache.cell(job)
     task = task_for(job, cell)
     timing = None
@@ -280,6 +280,8 @@ def score_all(job: Job, cell: PreparedCell, task: ValuationTask, values: np.ndar
     """Every metric's score(s) of ``values``: a float under the metric's label, or a mapping
     of named floats (a curve) under '<label>:<name>'. Task metrics also get the task and
     the test split, with the global generators reset so that their retrains are seeded."""
+    import torch
+
     scores: dict[str, float] = {}
     for m in job.metrics:
         try:

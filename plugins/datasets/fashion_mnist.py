@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 from valbench import hookimpl
 from valbench.datautil import (atomic_path, cache_dir, check_sizes, dataset_dir, file_sha256, files_fingerprint,
@@ -84,27 +82,31 @@ def _load(files: tuple[Path, ...]) -> tuple[np.ndarray, ...]:
     return xd[:, None], yd.astype(np.int64), xt[:, None], yt.astype(np.int64)
 
 
-class SmallCNN(nn.Module):
-    """conv(1->16) -> pool -> conv(16->32) -> pool -> 128-d features (Mish) -> 10 logits."""
+def small_cnn() -> nn.Sequential:
+    """conv(1->16) -> pool -> conv(16->32) -> pool -> 128-d ``features`` (Mish) -> 10 logits
+    (``head``)."""
+    from collections import OrderedDict
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
+    from torch import nn  # here: loading the plugins stays torch-free
+
+    return nn.Sequential(OrderedDict(
+        features=nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.Mish(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.Mish(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(32 * 7 * 7, FEATURES), nn.Mish(),
-        )
-        self.head = nn.Linear(FEATURES, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        ),
+        head=nn.Linear(FEATURES, 10),
+    ))
 
 
-def pretrain(x: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> SmallCNN:
+def pretrain(x: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> nn.Sequential:
     """Adam 1e-3, batch 128, cross-entropy: the CNN whose features the encoder returns."""
+    import torch
+    from torch import nn
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "fashion-cnn-init"))
-        net = SmallCNN()
+        net = small_cnn()
     xt = torch.as_tensor(x, dtype=torch.float32) / 255.0
     yt = torch.as_tensor(y)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -124,10 +126,12 @@ def pretrain(x: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> SmallCNN:
 class CNNEncoder:
     """The pretrained CNN's 128-d penultimate layer: (n, 1, 28, 28) in [0, 1] -> (n, 128)."""
 
-    def __init__(self, net: SmallCNN, weights_sha: str):
+    def __init__(self, net: nn.Sequential, weights_sha: str):
         self.net, self.key = net, f"fashion-cnn-{weights_sha[:16]}"
 
     def encode(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        import torch
+
         out = np.empty((len(x), FEATURES), dtype=np.float32)
         net = self.net.to(device).eval()
         with torch.no_grad():
@@ -178,11 +182,13 @@ class FashionMNIST:
 
     def encoder(self) -> CNNEncoder:
         """The pretrained CNN, trained once and cached under the data's and recipe's hash."""
+        import torch
+
         xd, yd, _, _ = self.arrays()
         held, _ = self.pools()
         recipe = f"{self.fingerprint()}-{self.n_pretrain}-{self.pretrain_epochs}-{self.data_seed}-v1"
         target = cache_dir() / "fashion-mnist" / f"cnn-{sha256_bytes(recipe.encode())[:24]}.pt"
-        net = SmallCNN()
+        net = small_cnn()
         if target.is_file():
             try:
                 net.load_state_dict(torch.load(target, map_location="cpu", weights_only=True))

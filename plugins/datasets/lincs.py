@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Iterator, Literal
 import numpy as np
 
 from valbench import hookimpl
-from valbench.training.models import default_learner
+from valbench.training.defaults import default_learner
 from valbench.datautil import (cached_array, check_sizes, dataset_dir, files_fingerprint, load_once, missing,
                                sha256_bytes, weighted_sample)
 from valbench.errors import DataError

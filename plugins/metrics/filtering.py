@@ -29,14 +29,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
 
 from valbench import hookimpl
 from valbench.seeding import derive_seed
-from valbench.training.models import build_model, fit_model, predict, single_thread, targets, tensor
-from valbench.training.repeated import FlatMLPTrainer, MinibatchRecipe
-from valbench.training.scoring import batched_performance, performance
-from valbench.training.stacked import FullBatchRecipe, UnsupportedNetwork, train_stacked
 from valbench.types import Split, Truth, ValuationTask
 
 
@@ -106,6 +101,12 @@ def _balance(y: np.ndarray, keep: np.ndarray, n_classes: int | None, learner) ->
 def _stacked(keeps: np.ndarray, task: ValuationTask, test: Split, replicate: int,
              models_per_batch: int = 32) -> np.ndarray:
     """The test score of every subset's model (rows of ``keeps``), trained at once (stacked)."""
+    import torch  # here: loading the plugins stays torch-free
+
+    from valbench.training.models import build_model, targets, tensor
+    from valbench.training.scoring import batched_performance
+    from valbench.training.stacked import FullBatchRecipe, UnsupportedNetwork, train_stacked
+
     learner, device = task.learner, task.device
     y = np.asarray(task.source.y)
     weight = keeps.astype(np.float32)
@@ -134,6 +135,12 @@ def _stacked(keeps: np.ndarray, task: ValuationTask, test: Split, replicate: int
 def _one_by_one(keeps: np.ndarray, task: ValuationTask, test: Split, replicate: int) -> np.ndarray:
     """The test score of every subset's model, each trained alone with the learner's own recipe,
     all from one initialisation and one minibatch stream."""
+    import torch
+
+    from valbench.training.models import build_model, fit_model, predict, single_thread, targets, tensor
+    from valbench.training.repeated import FlatMLPTrainer, MinibatchRecipe
+    from valbench.training.scoring import performance
+
     learner, device = task.learner, task.device
     seed = derive_seed(task.seed, "filtering", replicate)
     model = build_model(learner, seed, device)

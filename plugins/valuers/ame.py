@@ -46,7 +46,6 @@ import numpy as np
 
 from valbench import hookimpl
 from valbench.seeding import rng
-from valbench.training.stacked import training_label
 from valbench.training.utility import RetrainingParams, check_task, subset_scores
 from valbench.types import Valuation, ValuationTask
 
@@ -115,6 +114,8 @@ class AMEValuer(RetrainingParams):
                              f"max_fits={self.max_fits} is too small")
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.training.stacked import training_label  # here: loading the plugins stays torch-free
+
         self.validate()
         self.check(task)
         budget = self.new_budget()

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 from valbench import hookimpl
 from valbench.seeding import rng
-from valbench.training.stacked import training_label
 from valbench.training.utility import RetrainingParams, check_task, msr_values, subset_scores
 from valbench.types import Valuation, ValuationTask
 
@@ -54,6 +53,8 @@ class BanzhafValuer(RetrainingParams):
         check_task(task)
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.training.stacked import training_label  # here: loading the plugins stays torch-free
+
         self.validate()
         self.check(task)
         budget = self.new_budget()

@@ -55,7 +55,6 @@ import numpy as np
 
 from valbench import hookimpl
 from valbench.training.permutations import Game, PermutationParams, budgeted_score, run_permutations
-from valbench.training.stacked import training_label
 from valbench.types import Valuation, ValuationTask
 
 
@@ -103,6 +102,8 @@ class BetaShapleyValuer(PermutationParams):
             raise ValueError(f"tail must be a number in [0, 1), got {self.tail!r}")
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.training.stacked import training_label  # here: loading the plugins stays torch-free
+
         budget, util, v_full = self.start(task)
         n = util.n
         p = cardinality_weights(n, self.alpha, self.beta)

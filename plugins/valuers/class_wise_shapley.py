@@ -44,18 +44,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from valbench import hookimpl
 from valbench.training.permutations import Game, PermutationParams, budgeted_score, run_permutations
-from valbench.training.scoring import batched_class_accuracy
-from valbench.training.stacked import training_label
 from valbench.types import Valuation, ValuationTask
 
 
 def class_wise_utility(accuracy: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """(M, K) per-class target accuracies -> (M, K): column y is a(T_y) exp(a(T_-y)), with
     a(T_-y) the accuracy on the ``counts``-weighted other classes."""
+    import torch  # here: loading the plugins stays torch-free
+
     hits = accuracy * counts
     out_of_class = (hits.sum(dim=1, keepdim=True) - hits) / (counts.sum() - counts)
     return accuracy * torch.exp(out_of_class)
@@ -86,6 +85,11 @@ class ClassWiseShapleyValuer(PermutationParams):
         super().check(task)
 
     def value(self, task: ValuationTask) -> Valuation:
+        import torch
+
+        from valbench.training.scoring import batched_class_accuracy
+        from valbench.training.stacked import training_label
+
         self.validate()
         self.check(task)  # before the per-class measures below, which need labels (start() checks again)
         K = int(task.n_classes)

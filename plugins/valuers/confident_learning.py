@@ -25,7 +25,6 @@ import numpy as np
 from valbench import hookimpl
 from valbench.seeding import derive_seed
 from valbench.types import Valuation, ValuationTask
-from valbench.training.models import TARGET_MODEL, fit_learner, predict
 
 
 class ConfidentLearningValuer:
@@ -65,6 +64,8 @@ class ConfidentLearningValuer:
 
     def _proba(self, task: ValuationTask, x: np.ndarray, y: np.ndarray, x_out: np.ndarray, label: str) -> np.ndarray:
         """(len(x_out), K) probabilities from a model fitted on (x, y); absent classes get 0."""
+        from valbench.training.models import fit_learner, predict  # here: loading the plugins stays torch-free
+
         k = int(task.n_classes)
         if self.model == "logistic":
             from sklearn.linear_model import LogisticRegression
@@ -82,6 +83,8 @@ class ConfidentLearningValuer:
         return predict(learner, model, x_out, device=task.device).astype(np.float64)
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.training.models import TARGET_MODEL
+
         self.validate()
         self.check(task)
         xs, ys = np.asarray(task.source.x), np.asarray(task.source.y)

@@ -29,17 +29,13 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from valbench.progress import progress
 
 from valbench import hookimpl
-from valbench.training.stacked import FullBatchRecipe, training_label, train_stacked
 from valbench.budget import Budget, BudgetParams
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
 from valbench.training.utility import check_recipe_params, check_task, source_tensors
-from valbench.training.models import build_model
 
 DEFAULT_BAGS = {"tree": 800, "logistic": 800, "mlp": 100}
 
@@ -89,6 +85,8 @@ class DataOOBValuer(BudgetParams):
         return self.n_bags if self.n_bags is not None else DEFAULT_BAGS[self.learner]
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.training.stacked import training_label  # here: loading the plugins stays torch-free
+
         self.validate()
         self.check(task)
         budget = self.new_budget()
@@ -148,6 +146,9 @@ class DataOOBValuer(BudgetParams):
             start = stop
 
     def _logistic(self, task, draws, counts, scores, budget, bar) -> None:
+        import torch
+        import torch.nn.functional as F
+
         x, y = source_tensors(task)
         x = x.flatten(1)
         n, d = x.shape
@@ -177,6 +178,11 @@ class DataOOBValuer(BudgetParams):
             bar.update(m)
 
     def _mlp(self, task, draws, counts, scores, budget, bar) -> None:
+        import torch
+
+        from valbench.training.models import build_model
+        from valbench.training.stacked import FullBatchRecipe, train_stacked
+
         x, y = source_tensors(task)
         model = build_model(task.learner, task.seed, task.device)
         recipe = FullBatchRecipe(self.steps, self.lr, "shared", self.compile)

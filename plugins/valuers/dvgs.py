@@ -15,7 +15,7 @@ exact fast engine where it applies, else Opacus; ``dtype``: float32 (default), t
 from __future__ import annotations
 
 from valbench import hookimpl
-from valbench.gradsim.dvgs import DVGSConfig, dvgs, prepare
+from valbench.gradsim.config import DVGSConfig
 from valbench.types import Valuation, ValuationTask
 
 
@@ -26,9 +26,13 @@ class DVGS(DVGSConfig):
 
     def check(self, task: ValuationTask) -> None:
         """The model can be valued: no BatchNorm, parameters match, the engine applies."""
+        from valbench.gradsim.dvgs import prepare  # here, as in value(): loading the plugins stays torch-free
+
         prepare(task, self, 0, "cpu")
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.gradsim.dvgs import dvgs
+
         return dvgs(task, self)
 
 

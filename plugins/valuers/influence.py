@@ -74,19 +74,15 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
 import numpy as np
-import torch
-from torch import nn
 
 from valbench import hookimpl
 from valbench.budget import Budget, check_budget_params
 from valbench.errors import ValuationError
-from valbench.gradsim import ENGINES, SampleGradients, TaskTensors, task_tensors
 from valbench.seeding import torch_generator
-from valbench.training.models import SOURCE_MODEL, build_model, fit_learner, loss_function, single_thread
 from valbench.types import Valuation, ValuationTask
 
 HVP_CHUNK = 1024  # source samples per double-backward pass (memory only: a double backward holds two graphs)
-Operator = Callable[[torch.Tensor], torch.Tensor]  # flat float64 vector -> H v
+Operator = Callable[["torch.Tensor"], "torch.Tensor"]  # flat float64 vector -> H v
 
 
 def curvature_operator(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, coef: torch.Tensor,
@@ -96,6 +92,8 @@ def curvature_operator(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y:
     backpropagation; ``gauss-newton``: its Gauss-Newton matrix sum_i coef_i J_i^T H_i J_i
     (J_i: the output's Jacobian, H_i: the loss' Hessian in the output; positive
     semi-definite for cross-entropy and squared error), as J^T (H_out (J v))."""
+    import torch  # here: loading the plugins stays torch-free
+
     model.eval()
     named = dict(model.named_parameters())
     params = [named[n] for n in names]
@@ -136,6 +134,8 @@ def curvature_operator(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y:
 
 
 def flatten(tensors) -> torch.Tensor:
+    import torch
+
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
@@ -151,6 +151,8 @@ def conjugate_gradient(hvp: Operator, b: torch.Tensor, damping: float, iteration
                        budget: Budget) -> tuple[torch.Tensor, dict]:
     """Approximately solve (H + damping I) s = b; stops at convergence, at non-positive
     curvature (keeping the iterate so far) or when the budget runs out (after >= 1 step)."""
+    import torch
+
     s, r = torch.zeros_like(b), b.clone()
     p, rs = r.clone(), r.dot(r)
     goal = tol * math.sqrt(float(rs))
@@ -186,6 +188,8 @@ def arnoldi(hvp: Operator, n: int, damping: float, iterations: int, rank: int, g
     """(U, lambda + damping) from the ``rank`` Ritz pairs of largest |lambda| of
     ``iterations`` Arnoldi steps on the n x n H (Schioppa et al. 2022, Algorithm 1):
     H^-1 ~ U diag(1 / (lambda + damping)) U^T."""
+    import torch
+
     q = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
     basis = [q / q.norm()]
     m = min(iterations, n)
@@ -239,6 +243,8 @@ class InfluenceValuer:
     max_seconds: Optional[float] = None
 
     def validate(self) -> None:
+        from valbench.gradsim import ENGINES
+
         if self.solver not in ("cg", "arnoldi"):
             raise ValueError(f"solver must be 'cg' or 'arnoldi', got {self.solver!r}")
         if self.score not in ("target", "self"):
@@ -259,12 +265,18 @@ class InfluenceValuer:
         check_budget_params(None, self.max_seconds)
 
     def check(self, task: ValuationTask) -> None:
+        from valbench.gradsim import SampleGradients, task_tensors
+        from valbench.training.models import build_model, loss_function
+
         self.validate()
         t = task_tensors(task)  # the model can be valued with these parameters and engine
         SampleGradients(build_model(task.learner, task.seed), loss_function(task.learner, "none"), t.xs[:2],
                         t.ys[:2], parameters=self.parameters, engine=self.engine).close()
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.gradsim import SampleGradients, task_tensors
+        from valbench.training.models import SOURCE_MODEL, fit_learner, loss_function, single_thread
+
         self.validate()
         learner, t = task.learner, task_tensors(task)
         budget = Budget(max_seconds=self.max_seconds)
@@ -299,6 +311,8 @@ class InfluenceValuer:
                          t: TaskTensors) -> torch.Tensor:
         """Values from H^-1 ~ U diag(1 / lam) U^T: the target score needs one per-sample pass
         (against s = U (U^T g_t / lam)); self-influence one per kept direction."""
+        import torch
+
         if self.score == "target":
             g_t = flatten(grads.mean_gradient(t.xt, t.yt, t.target_coef)).double()
             s = u @ ((u.T @ g_t) / lam)

@@ -33,7 +33,6 @@ import numpy as np
 
 from valbench import hookimpl
 from valbench.seeding import rng
-from valbench.training.stacked import training_label
 from valbench.training.utility import RetrainingParams, check_task, msr_values, subset_scores
 from valbench.types import Valuation, ValuationTask
 
@@ -77,6 +76,8 @@ class InfluenceSubsampleValuer(RetrainingParams):
                              "the estimator needs subsets that hold some samples and leave some out")
 
     def value(self, task: ValuationTask) -> Valuation:
+        from valbench.training.stacked import training_label  # here: loading the plugins stays torch-free
+
         self.validate()
         self.check(task)
         budget = self.new_budget()

@@ -17,7 +17,6 @@ label matches). Exactly tied distances are broken by source index.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from valbench import hookimpl
 from valbench.types import Valuation, ValuationTask
@@ -26,6 +25,8 @@ from valbench.types import Valuation, ValuationTask
 def knn_shapley(x_source: torch.Tensor, y_source: torch.Tensor, x_target: torch.Tensor,
                 y_target: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
     """Exact KNN-Shapley values (n_source,), float64, averaged over the target points."""
+    import torch  # here: loading the plugins stays torch-free
+
     n = len(x_source)
     device = x_source.device
     ranks = torch.arange(1, n, device=device, dtype=torch.float64)  # 1-based ranks i = 1..N-1
@@ -67,6 +68,8 @@ class KNNShapleyValuer:
                              f"use k <= {len(task.source)}")
 
     def value(self, task: ValuationTask) -> Valuation:
+        import torch
+
         self.validate()
         self.check(task)
         dev = task.device

@@ -19,10 +19,8 @@ leave-one-out model was not trained get value 0 (no evidence either way).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from valbench import hookimpl
-from valbench.training.stacked import training_label
 from valbench.types import Valuation, ValuationTask
 from valbench.training.utility import RetrainingParams, check_task, full_fits
 from valbench.progress import progress
@@ -47,6 +45,10 @@ class LOOValuer(RetrainingParams):
                              f"max_fits={self.max_fits} is too small")
 
     def value(self, task: ValuationTask) -> Valuation:
+        import torch  # here: loading the plugins stays torch-free
+
+        from valbench.training.stacked import training_label
+
         budget, util, v_full = self.start(task)
         n = util.n
         values = np.zeros(n)

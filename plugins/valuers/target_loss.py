@@ -9,11 +9,9 @@ one-fit baseline that is hard to beat on small tabular data.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from valbench import hookimpl
 from valbench.types import Valuation, ValuationTask
-from valbench.training.models import TARGET_MODEL, fit_learner, loss_function
 
 CHUNK = 4096  # source samples per forward pass (bounds memory on large sets)
 
@@ -25,6 +23,10 @@ class TargetLossValuer:
     version = "1"
 
     def value(self, task: ValuationTask) -> Valuation:
+        import torch  # here: loading the plugins stays torch-free
+
+        from valbench.training.models import TARGET_MODEL, fit_learner, loss_function
+
         learner, dev = task.learner, task.device
         model = fit_learner(learner, task.target.x, task.target.y, task.n_classes, seed=task.seed,
                             device=dev, label=TARGET_MODEL)

@@ -31,7 +31,6 @@ import numpy as np
 from valbench import hookimpl
 from valbench.budget import Budget
 from valbench.training.permutations import PermutationParams, budgeted_score, run_permutations
-from valbench.training.stacked import training_label
 from valbench.types import Valuation, ValuationTask
 
 
@@ -60,6 +59,8 @@ class TMCShapleyValuer(PermutationParams):
 
     def run(self, task: ValuationTask, on_wave: Callable[[int, np.ndarray, Budget], None] | None = None) -> Valuation:
         """value(task), calling ``on_wave(permutations, values, budget)`` after each wave."""
+        from valbench.training.stacked import training_label  # here: loading the plugins stays torch-free
+
         budget, util, v_full = self.start(task)
         labels = np.asarray(task.source.y) if task.supervised else None
         res = run_permutations(budgeted_score(util, budget), util.n, labels, util.empty, float(v_full.mean()),

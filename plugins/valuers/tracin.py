@@ -41,13 +41,10 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
-import torch
 
 from valbench import hookimpl
 from valbench.budget import Budget, check_budget_params
 from valbench.errors import ValuationError
-from valbench.gradsim import ENGINES, SampleGradients, task_tensors
-from valbench.training.models import SOURCE_MODEL, build_model, fit_learner, loss_function
 from valbench.types import Valuation, ValuationTask
 
 
@@ -73,6 +70,8 @@ class TracInValuer:
     max_seconds: Optional[float] = None
 
     def validate(self) -> None:
+        from valbench.gradsim import ENGINES  # here: loading the plugins stays torch-free
+
         if self.checkpoints < 1:
             raise ValueError(f"checkpoints must be >= 1, got {self.checkpoints}")
         if self.epochs is not None and self.epochs < 1:
@@ -93,6 +92,9 @@ class TracInValuer:
         return task.learner.with_recipe(**changes)
 
     def check(self, task: ValuationTask) -> None:
+        from valbench.gradsim import SampleGradients, task_tensors
+        from valbench.training.models import build_model, loss_function
+
         self.validate()
         learner = self._learner(task)
         if self.checkpoints > learner.epochs:
@@ -102,6 +104,11 @@ class TracInValuer:
                         parameters=self.parameters, engine=self.engine).close()
 
     def value(self, task: ValuationTask) -> Valuation:
+        import torch
+
+        from valbench.gradsim import SampleGradients, task_tensors
+        from valbench.training.models import SOURCE_MODEL, build_model, fit_learner, loss_function
+
         self.validate()
         learner = self._learner(task)
         t = task_tensors(task)

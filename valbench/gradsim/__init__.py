@@ -12,14 +12,27 @@
 - :mod:`~valbench.gradsim.precision`: dtype float32 | tf32 | bf16;
 - :mod:`~valbench.gradsim.similarity`: cosine / dot / projection / euclidean from dot
   products and norms;
-- :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself (``dvgs(task, DVGSConfig(...))``);
+- :mod:`~valbench.gradsim.dvgs`: the DVGS algorithm itself (``dvgs(task, DVGSConfig(...))``;
+  :mod:`~valbench.gradsim.config`: its parameters, torch-free);
 - :mod:`~valbench.gradsim.persample`: <g_i, v> for any vector v at given parameters
   (:class:`SampleGradients`), for other gradient-based valuers (influence, TracIn).
 """
-from valbench.gradsim.driver import ENGINES, build_engine, choose_engine, source_terms
-from valbench.gradsim.engines import UnsupportedModel, check_model, select_parameters
-from valbench.gradsim.persample import SampleGradients, TaskTensors, task_tensors
+import importlib
+
+# torch-free, and imported here so that the name `similarity` is the function, not its module
 from valbench.gradsim.similarity import SIMILARITIES, similarity
 
-__all__ = ["ENGINES", "SIMILARITIES", "SampleGradients", "TaskTensors", "UnsupportedModel", "build_engine",
-           "check_model", "choose_engine", "select_parameters", "similarity", "source_terms", "task_tensors"]
+# Each other name and the submodule it comes from, imported on first use (PEP 562): a
+# plugin that imports DVGSConfig (valbench.gradsim.config) loads without torch.
+_HOMES = {
+    **dict.fromkeys(["ENGINES", "build_engine", "choose_engine", "source_terms"], "driver"),
+    **dict.fromkeys(["UnsupportedModel", "check_model", "select_parameters"], "engines"),
+    **dict.fromkeys(["SampleGradients", "TaskTensors", "task_tensors"], "persample"),
+}
+__all__ = sorted([*_HOMES, "SIMILARITIES", "similarity"])
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -11,57 +11,27 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from valbench.errors import ValuationError
+from valbench.gradsim.config import DVGSConfig
 from valbench.training.adam import Adam
 from valbench.gradsim.driver import ChunkState, EngineChoice, activation_bytes, build_engine, choose_engine
 from valbench.gradsim.driver import fused_terms, initial_chunk, source_terms
 from valbench.gradsim.fast import FastEngine
 from valbench.gradsim.engines import select_parameters
 from valbench.gradsim.layers import prepare_model
-from valbench.gradsim.precision import DTYPES, precision
+from valbench.gradsim.precision import precision
 from valbench.gradsim.masks import TARGET_ROWS, MaskContext, mix64, sample_seeds
-from valbench.gradsim.similarity import SIMILARITIES, similarity
+from valbench.gradsim.similarity import similarity
 from valbench.training.models import build_model, class_weights, loss_function, tensor
 from valbench.seeding import derive_seed, torch_generator
 from valbench.types import Valuation, ValuationTask
 
 CHECK_EVERY = 32  # steps between checks for non-finite losses/similarities (one device sync)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DVGSConfig:
-    """DVGS settings, the one source of their defaults (the ``dvgs`` plugin is this class
-    with a name); the defaults are the paper's exp1 (ADULT; docs/protocol.md)."""
-
-    restarts: int = 3
-    epochs: int = 100
-    lr: float = 1e-3
-    target_batch: int = 500
-    source_batch: int = 400  # memory only: per-sample gradients materialised at once
-    period: int = 1
-    similarity: Literal["cosine", "dot", "projection", "euclidean"] = "cosine"
-    class_balance: bool | None = None  # None: follow the task's learner
-    parameters: str = "all"
-    dropout: bool = True
-    engine: Literal["auto", "fast", "opacus", "naive"] = "auto"
-    dtype: Literal["float32", "tf32", "bf16"] = "float32"  # see valbench.gradsim.precision
-
-    def validate(self) -> None:
-        for name in ("restarts", "epochs", "target_batch", "source_batch", "period"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and np.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}")
 
 
 @dataclass

@@ -6,9 +6,10 @@ here, once, in float64, so that all engines share it exactly.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # annotations only: valbench.gradsim exports this module's names without importing torch
+    import torch
 
 Similarity = Literal["cosine", "dot", "projection", "euclidean"]
 SIMILARITIES: tuple[str, ...] = ("cosine", "dot", "projection", "euclidean")

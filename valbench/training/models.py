@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from valbench.seeding import derive_seed, torch_generator
+from valbench.training.defaults import default_learner  # noqa: F401 (re-exported)
 from valbench.types import Learner
 
 
@@ -232,18 +233,6 @@ def tensor(a: np.ndarray, dtype: torch.dtype, device: str | torch.device = "cpu"
 def targets(y: np.ndarray, supervised: bool, device: str | torch.device = "cpu") -> torch.Tensor:
     """Labels as int64 (supervised) or reconstruction targets as float32, a torch copy."""
     return tensor(y, torch.long if supervised else torch.float32, device)
-
-
-def default_learner(in_features: int, n_classes: int | None, in_shape: tuple[int, ...] | None = None) -> Learner:
-    """The paper's MLP for classification; without labels its conv autoencoder for images
-    (``in_shape`` (C, 32, 32)) and its MLP autoencoder (d-250-32) otherwise."""
-    if n_classes is None and in_shape is not None and len(in_shape) == 3 and tuple(in_shape[1:]) == (32, 32):
-        return Learner("conv-autoencoder", in_features, in_features, hidden=(32, 32), latent=10, dropout=0.0,
-                       norm=False, lr=1e-3, epochs=100, batch_size=256, in_shape=tuple(int(d) for d in in_shape))
-    if n_classes is None:
-        return Learner("mlp-autoencoder", in_features, in_features, hidden=(250,), dropout=0.0,
-                       norm=False, lr=1e-3, epochs=300, batch_size=500)
-    return Learner("mlp", in_features, n_classes)
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 import numpy as np
-import torch
 
 from valbench.budget import Budget
 from valbench.progress import progress
@@ -38,8 +37,11 @@ from valbench.seeding import rng
 from valbench.training.utility import RetrainingParams, Utility, check_task, full_fits
 from valbench.types import ValuationTask
 
+if TYPE_CHECKING:  # torch is imported where it is used: the valuers subclass PermutationParams at load
+    import torch
+
 # (index (M, w), weight (M, w)) -> v (M,), or (M, G): column g is v for games reading column g
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+ScoreFn = Callable[["torch.Tensor", "torch.Tensor"], np.ndarray]
 
 
 # --- Stopping rules ------------------------------------------------------------------
@@ -244,6 +246,8 @@ def _new_walk(i: int, game: Game, gen: np.random.Generator, labels: np.ndarray |
 def _run_wave(walks: list[_Walk], score: ScoreFn, v_full: float, tolerance: float, patience: int,
               models_per_batch: int, budget: Budget, device: str) -> bool:
     """Advance ``walks`` in lockstep until all are done; True if the budget cut them."""
+    import torch
+
     while True:
         for w in walks:  # prefixes that lack a class: v stays v(empty), no fit
             while not w.done and w.pos < w.first_fit:

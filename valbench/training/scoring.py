@@ -12,20 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from valbench.types import PERFORMANCE_METRICS, PerformanceMetric
-
-
-def check_metric(metric: str) -> None:
-    """Raise ValueError unless ``metric`` is one of the performance metrics."""
-    if metric not in PERFORMANCE_METRICS:
-        raise ValueError(f"unknown performance metric {metric!r}; use {', '.join(PERFORMANCE_METRICS)}")
-
-
-def default_metric(n_classes: int | None) -> PerformanceMetric:
-    """AUROC for binary tasks, accuracy for multi-class, R^2 for reconstruction."""
-    if n_classes is None:
-        return "r2"
-    return "auroc" if n_classes == 2 else "accuracy"
+from valbench.training.defaults import check_metric, default_metric  # noqa: F401 (re-exported)
 
 
 def performance(metric: str, y_true: np.ndarray, output: np.ndarray) -> float:

@@ -14,20 +14,24 @@ speed, never values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal
 
 import numpy as np
-import torch
 
-from valbench.training.stacked import FullBatchRecipe, StackedNet, UnsupportedNetwork, layer_spec, train_stacked
-from valbench.training.models import build_model, targets, tensor
-from valbench.training.scoring import batched_performance, check_metric, empty_set_score
 from valbench.budget import Budget, BudgetParams
 from valbench.progress import progress
+from valbench.training.defaults import check_metric
 from valbench.types import ValuationTask
 
+# torch and the modules that use it are imported in the functions below: the valuers
+# subclass RetrainingParams when their plugin module loads, which must not import torch
+if TYPE_CHECKING:
+    import torch
+
+    from valbench.training.stacked import FullBatchRecipe, StackedNet
+
 # (y_target, outputs (M, n_target, ...)) -> (M, ...): what a model scores on the target set
-Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Measure = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 def check_recipe_params(steps: int, lr: float, models_per_batch: int, full_models: int | None = None) -> None:
@@ -70,6 +74,8 @@ def auto_models_per_batch(free_bytes: int | None, per_model_bytes: int, cap: int
 
 def free_device_bytes(device: str | torch.device) -> int | None:
     """Free memory of a CUDA device; None elsewhere (CPU memory is not the limit that matters)."""
+    import torch
+
     device = torch.device(device)
     return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 
@@ -77,6 +83,9 @@ def free_device_bytes(device: str | torch.device) -> int | None:
 def check_task(task: ValuationTask) -> None:
     """Raise ValueError (one line) when the utility cannot be computed for ``task``:
     a metric the target set cannot score, or a learner that cannot be batched."""
+    from valbench.training.models import build_model
+    from valbench.training.stacked import UnsupportedNetwork, layer_spec
+
     y = np.asarray(task.target.y)
     if task.metric == "auroc" and len(np.unique(y)) < 2:
         raise ValueError(f"the target set has a single class ({int(y.flat[0])}); the AUROC utility needs two")
@@ -118,6 +127,8 @@ class RetrainingParams(BudgetParams):
                             self.full_models)
 
     def recipe(self) -> FullBatchRecipe:
+        from valbench.training.stacked import FullBatchRecipe
+
         return FullBatchRecipe(self.steps, self.lr, self.dropout, self.compile)
 
     def utility(self, task: ValuationTask) -> "Utility":
@@ -141,6 +152,10 @@ class RetrainingParams(BudgetParams):
 
 def source_tensors(task: ValuationTask) -> tuple[torch.Tensor, torch.Tensor]:
     """The source set as tensors on the task's device (labels int64 or targets float32)."""
+    import torch
+
+    from valbench.training.models import targets, tensor
+
     return (tensor(task.source.x, torch.float32, task.device),
             targets(task.source.y, task.supervised, task.device))
 
@@ -158,6 +173,12 @@ class Utility:
 
     def __init__(self, task: ValuationTask, recipe: FullBatchRecipe, models_per_batch: int | str = 32,
                  per_copy_rows: bool = False):
+        import torch
+
+        from valbench.training.models import build_model, targets, tensor
+        from valbench.training.scoring import empty_set_score
+        from valbench.training.stacked import layer_spec
+
         self.task = task
         self.recipe = recipe
         self.supervised = task.learner.supervised
@@ -181,6 +202,8 @@ class Utility:
     def score(self, net: StackedNet, measure: Measure | None = None) -> np.ndarray:
         """What the M models of ``net`` score on the target set: the task's metric (M,), or
         ``measure(y_target, outputs)`` ((M, n_target, K) class probabilities or reconstructions)."""
+        from valbench.training.scoring import batched_performance
+
         out = net.predict(self.x_target, self.supervised)
         if measure is not None:
             return measure(self.y_target, out).cpu().numpy()
@@ -193,6 +216,8 @@ class Utility:
 
         Trains in chunks of ``models_per_batch``; calls ``progress(k)`` after each chunk of k.
         """
+        from valbench.training.stacked import train_stacked
+
         M = weight.shape[0]
         out = []
         for start in range(0, M, self.models_per_batch):
@@ -210,6 +235,8 @@ class Utility:
         """v(D) of ``replicates`` full-data models (replicates first, then as :meth:`scores`),
         replicate r on mask stream r (with dropout off they would be identical, so one
         model is trained and repeated)."""
+        import torch
+
         reps = full_fits(replicates, self.recipe.dropout)
         index = torch.arange(self.n, device=self.task.device)
         weight = torch.ones(1, self.n, device=self.task.device)
@@ -222,6 +249,8 @@ def subset_scores(util: Utility, masks: np.ndarray, budget: Budget, label: str) 
     a time, until ``budget`` would be exceeded (the last batch is cut to the fits left):
     returns v of the first k subsets trained, k <= m. Each fit is spent from ``budget``.
     The masks are drawn up front by the caller, so a budget only truncates the sample."""
+    import torch
+
     m, n = masks.shape
     v = np.empty(m, dtype=np.float64)
     index = torch.arange(n, device=util.task.device)
