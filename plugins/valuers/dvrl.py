@@ -47,7 +47,7 @@ from valbench.budget import BudgetParams
 from valbench.seeding import derive_seed, rng
 from valbench.types import Valuation, ValuationTask
 from valbench.progress import progress
-from valbench.training.scoring import check_metric
+from valbench.training.defaults import check_metric
 
 # torch and valbench's torch modules are imported where they are used: loading the
 # plugins (planning a run, `valbench plugins`) imports no torch (docs/plugins.md)
