@@ -47,7 +47,7 @@ if [[ $DEVICE == cuda ]]; then
   JOB_TIMEOUT=90  # hard stop per job (the budgets above are the soft ones)
   SPEED=(--device cuda --threads "$NPROC" --repeats 3 --sizes 1000,10000,100000 --engines opacus)
   PYTEST=(-q -m gpu -p no:cacheprovider)
-else  # rehearsal: the same parts and code paths, tiny sizes (compile off: CPU compilation alone takes minutes)
+else  # rehearsal: the same parts and code paths, tiny sizes (the retraining valuers compile off, to keep it short; dvrl[compile=true] rehearses its compiled step)
   DATA="adult[n_source=200,n_target=100]"
   CHEAP_SEEDS=2
   CHEAP="random,knn-shapley,target-loss,confident-learning,data-oob,data-oob[learner=logistic,n_bags=50],dvgs[epochs=10]"

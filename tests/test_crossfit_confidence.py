@@ -197,3 +197,15 @@ def test_fit_learner_sample_weight_multiplies_the_class_balance():
     with torch.no_grad():
         p_plain, p_zero = (predict(learner, m, x)[:, 1].mean() for m in (plain, zero))
     assert p_zero < p_plain - 0.2, (p_zero, p_plain)
+
+
+def test_auto_runs_when_a_target_class_has_one_sample():
+    # the selection's class-stratified folds then train on one class in one fold: that fit
+    # puts all mass on the class it saw (its held-out sample scores the floor), no crash
+    task, _ = easy_task(n_source=60, n_target=30)
+    y = np.zeros(30, dtype=np.int64)
+    y[0] = 1
+    one = ValuationTask(task.source, Split(np.asarray(task.target.x), y).frozen(), 2, task.learner, "auroc", 0)
+    out = CrossfitConfidenceValuer(iterations=20, support=0).value(one)
+    assert np.isfinite(out.values).all() and out.info["model"] in ("boosted", "logistic", "learner") + tuple(
+        m for m in out.info["heldout_loglik"] if "+" in m)

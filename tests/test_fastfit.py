@@ -91,8 +91,8 @@ def test_fused_and_manual_adam_agree():
 
 
 def test_adam_takes_transposed_gradients():
-    # autograd.grad of a batched matrix product returns transposed (non-contiguous)
-    # gradients; the fused kernel must not read them in memory order
+    # a gradient may come transposed (non-contiguous: autograd.grad of a batched matrix
+    # product returns some); the fused kernel must not read it in memory order
     from valbench.training.adam import Adam
 
     g = torch.Generator().manual_seed(0)
@@ -207,10 +207,11 @@ def test_cuda_training_equals_autograd_without_dropout():
 
 @pytest.mark.gpu
 def test_cuda_compiled_step_trains_as_the_eager_loop():
-    # on CUDA the padded step is compiled with mode="reduce-overhead" (CUDA graphs)
+    # on CUDA the padded step is compiled with mode="reduce-overhead" (CUDA graphs); dropout
+    # on: both trainers draw the same masks on the device
     x, y = data()
     x, y = x.cuda(), y.cuda()
-    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16), dropout=0.0), 3, "cuda")
+    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16)), 3, "cuda")
     recipe = MinibatchRecipe(lr=1e-2, epochs=5, batch_size=40)
     select = np.random.default_rng(2).random(len(x)) < 0.6
     eager = FlatMLPTrainer(model, recipe, "cuda")

@@ -63,8 +63,8 @@ class Adam:
         self.steps += 1
         grads = list(grads)
         if self.fused:
-            # the fused kernel walks raw memory: a transposed gradient (autograd.grad of a
-            # batched matrix product returns some) would be read in the wrong order
+            # the fused kernel walks raw memory: a transposed gradient (e.g. from
+            # autograd.grad of a batched matrix product) would be read in the wrong order
             grads = [g.contiguous() for g in grads]
             self._step.fill_(self.steps)
             torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self._step] * len(grads),

@@ -16,8 +16,9 @@ size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.training.model
 - with ``MinibatchRecipe.compile``: each minibatch padded to the recipe's batch size with
   rows of weight 0 (they add exactly nothing to the gradient), so every step has the same
   shapes and the whole step, forward, backward and Adam, is one graph for torch.compile,
-  which on CUDA replays it as a CUDA graph (one launch in place of ~60: the eager step is
-  launch-bound there). On CPU it does not pay: inductor's fused loops are no faster than
+  which on CUDA is meant to replay it as a CUDA graph (one launch in place of ~60; the
+  eager step is launch-bound there: 0.43 s per DVRL outer iteration on an H200). Not yet
+  run on a GPU: a gpu-marked test checks it when one is at hand. On CPU it does not pay: inductor's fused loops are no faster than
   these hand-written passes, and the padding rows and per-call overhead make a DVRL outer
   iteration ~1.3x slower (benchmarks/dvrl_speed.py). If compilation fails, the same padded
   step runs eagerly (``compile_error`` says why). Values agree with the eager trainer
@@ -50,7 +51,7 @@ from valbench.training.models import MLP
 
 
 class RepeatedTrainer(Protocol):
-    name: str  # which trainer: "flat-mlp" or "autograd" (recorded in a valuation's info)
+    name: str  # which trainer ran: "flat-mlp", "flat-mlp+compile" (or why compiling failed), "autograd"
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *,
             select: np.ndarray | None = None, weight: torch.Tensor | None = None) -> None:
@@ -129,6 +130,7 @@ class FlatMLPTrainer:
         self._dropout_widths = dropout_inputs(layers)  # (p, width) of each dropout layer
         self.compile_error: str | None = None  # why the compiled step was given up (None: it was not)
         self._step_fn = None  # the padded step, compiled on first use
+        self._step_ran = False  # the compiled step has run once (compiled without error)
 
     @property
     def name(self) -> str:
@@ -232,22 +234,27 @@ class FlatMLPTrainer:
         if weight is not None:
             we = we * weight.index_select(0, idx)
         me = [m.index_select(0, pos_t) for m in masks]
-        step = self._padded_step_fn()
+        compiled = self._compiled_step()
         for a in range(0, len(pos), size):
             args = (xe[a:a + size], ye[a:a + size], we[a:a + size], *[m[a:a + size] for m in me])
-            if step is self._padded_step:
-                step(*args)
+            if compiled is None:
+                self._padded_step(*args)
                 continue
-            try:
-                step(*args)
-            except Exception as exc:  # compilation problems surface at the first call, before it runs
+            if self._step_ran:
+                compiled(*args)
+                continue
+            try:  # compilation happens in the first call, before the step runs: only it may fail so
+                compiled(*args)
+                self._step_ran = True
+            except Exception as exc:
                 self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                step = self._padded_step
-                step(*args)
+                compiled = None
+                self._padded_step(*args)
 
-    def _padded_step_fn(self):
+    def _compiled_step(self):
+        """The padded step under torch.compile; None once compilation failed."""
         if self.compile_error is not None:
-            return self._padded_step
+            return None
         if self._step_fn is None:
             cuda = str(self.device).startswith("cuda")
             if cuda:  # the buffers the step updates in place keep their addresses: CUDA graphs may replay it
