@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from valbench_plugins.datasets import adult
 
@@ -87,3 +88,23 @@ def test_torch_free_provenance_and_device_agree_with_torch():
     assert workers["torch"] == here["torch"] == torch.__version__
     assert (workers["torch_threads"], here["torch_threads"]) == (3, torch.get_num_threads())
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("argv, starts", [
+    (["run", "--valuers", "random"], True),
+    (["run", "--workers", "2", "--results", "r.sqlite"], True),
+    (["run", "--in-process"], False), (["run", "--dry-run"], False), (["run", "--help"], False),
+    (["run", "--executor", "ray"], False), (["run", "--executor=local"], False),
+    (["table", "1"], False), (["plugins"], False), ([], False)])
+def test_the_fork_server_starts_before_parsing_only_for_a_local_run(argv, starts):
+    from valbench.cli import starts_local_workers
+
+    assert starts_local_workers(argv) is starts
+
+
+def test_the_command_line_module_loads_without_numpy():
+    # `valbench run` starts the workers' fork server first thing in main(): every import
+    # before that point delays the first job
+    code = "import sys\nsys.modules['numpy'] = None\nimport valbench.cli, valbench.forkserver\nprint('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from valbench.executors import SerialExecutor, WorkerPool, warm_up
+from valbench.executors import SerialExecutor, WorkerPool
+from valbench.forkserver import warm_up
 from valbench.grid import Experiment, expand, resolve_device
 from valbench.plugins import Registry, build_registry, option
 from valbench.provenance import provenance

@@ -9,7 +9,6 @@ import threading
 from typing import Any, Sequence
 
 from valbench.errors import ValbenchError
-from valbench.types import KINDS
 
 EXAMPLE = "valbench run --valuers random --datasets adult --corruptions labels,features --seeds 5 --results runs/demo.sqlite"
 
@@ -20,6 +19,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from valbench.types import KINDS  # numpy: imported after the fork server has started
+
     p = _Parser(prog="valbench", description="Benchmark data valuation methods (DVGS and baselines).")
     from valbench import __version__
 
@@ -153,9 +154,9 @@ def _configs(args: argparse.Namespace) -> list[tuple[str | None, dict[str, Any]]
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if not (args.in_process or args.dry_run) and args.executor == "local":
-        from valbench.executors import warm_up
+        from valbench.forkserver import warm_up
 
-        warm_up()  # before the imports below: the workers' imports overlap this process' planning
+        warm_up()  # started in main() already when the command line said so; else now
     from valbench import api
     from valbench.grid import build_experiment
 
@@ -326,6 +327,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     from valbench.errors import PluginError
     from valbench.testing import FAILED, XPASS, check_plugin
+    from valbench.types import KINDS
 
     registry = _registry()
     kinds = [args.kind] if args.kind else [k for k in KINDS if args.name in registry.names(k)]
@@ -383,8 +385,22 @@ def wait_policy() -> str:
     return "ACTIVE" if load < max(0.5, (os.cpu_count() or 1) / 4) else "PASSIVE"
 
 
+def starts_local_workers(argv: Sequence[str]) -> bool:
+    """Whether the command line, read before it is parsed, runs jobs in local workers: then
+    their fork server can start before anything else is imported. A wrong guess costs
+    little: an idle server, or a server started later by the run itself."""
+    return (bool(argv) and argv[0] == "run"
+            and not {"--in-process", "--dry-run", "-h", "--help"} & set(argv)
+            and not any(a == "--executor" or a.startswith("--executor=") for a in argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", wait_policy())  # before torch loads; an exported value wins
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if starts_local_workers(argv):
+        from valbench.forkserver import warm_up
+
+        warm_up()  # its imports (torch) overlap everything this process does from here on
     args = _parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # a scheduler's SIGTERM stops the run cleanly
         signal.signal(signal.SIGTERM, _terminate)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+from valbench.forkserver import worker_context
 from valbench.plugins import option
 from valbench.timing import status_bytes
 from valbench.types import Job, JobResult
@@ -31,7 +32,6 @@ Started = Callable[[Job], bool]  # claims the job; False: skip it (finished or t
 POLL_S = 0.25  # how often deadlines and memory are looked at
 # What every job needs, imported once by the fork server (the run's own process plans without
 # torch; the workers should not each import it)
-WORKER_PRELOAD = ["torch", "valbench.runner", "valbench.training.models", "valbench.training.scoring"]
 
 
 class SerialExecutor:
@@ -96,26 +96,6 @@ def _worker(conn: Connection, parent: int, threads: int) -> None:
             return
 
 
-def worker_context() -> mp.context.BaseContext:
-    """The workers' start method: a fork server that has imported torch, valbench.runner and
-    the shared learner's modules once, else spawn."""
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(WORKER_PRELOAD)
-    return ctx
-
-
-def warm_up() -> None:
-    """Start the fork server now, without waiting for it: its imports (torch, ~1 s) then
-    run on another core while this process plans the run, instead of after it (starting
-    the first worker waits until the server's imports are done)."""
-    if worker_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
-
 def job_timeout(job: Job, timeout: float | None) -> float | None:
     """The most specific limit: the spec's ``[timeout=S]``, else the run's --timeout, else the
     valuer class's own ``timeout`` (None: no limit)."""
@@ -171,7 +151,7 @@ class WorkerPool:
 
     def start(self) -> "WorkerPool":
         """Start the workers now: forked from the fork server once its imports are done
-        (:func:`warm_up` starts it early, so that they overlap the run's planning)."""
+        (:func:`valbench.forkserver.warm_up` starts it early, so that they overlap the run's planning)."""
         while len(self.slots) < self.workers:
             self.slots.append(self._start())
         return self
