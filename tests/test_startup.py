@@ -94,7 +94,8 @@ def test_torch_free_provenance_and_device_agree_with_torch():
     (["run", "--valuers", "random"], True),
     (["run", "--workers", "2", "--results", "r.sqlite"], True),
     (["run", "--in-process"], False), (["run", "--dry-run"], False), (["run", "--help"], False),
-    (["run", "--executor", "ray"], False), (["run", "--executor=local"], False),
+    (["run", "--executor", "ray"], False), (["run", "--executor=ray"], False),
+    (["run", "--executor", "local"], True), (["run", "--executor=local"], True),
     (["table", "1"], False), (["plugins"], False), ([], False)])
 def test_the_fork_server_starts_before_parsing_only_for_a_local_run(argv, starts):
     from valbench.cli import starts_local_workers

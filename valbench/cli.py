@@ -153,10 +153,6 @@ def _configs(args: argparse.Namespace) -> list[tuple[str | None, dict[str, Any]]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    if not (args.in_process or args.dry_run) and args.executor == "local":
-        from valbench.forkserver import warm_up
-
-        warm_up()  # started in main() already when the command line said so; else now
     from valbench import api
     from valbench.grid import build_experiment
 
@@ -388,10 +384,13 @@ def wait_policy() -> str:
 def starts_local_workers(argv: Sequence[str]) -> bool:
     """Whether the command line, read before it is parsed, runs jobs in local workers: then
     their fork server can start before anything else is imported. A wrong guess costs
-    little: an idle server, or a server started later by the run itself."""
-    return (bool(argv) and argv[0] == "run"
-            and not {"--in-process", "--dry-run", "-h", "--help"} & set(argv)
-            and not any(a == "--executor" or a.startswith("--executor=") for a in argv))
+    little: an idle server, or one started later by valbench.api.run, which starts it
+    for every local run."""
+    if not argv or argv[0] != "run" or {"--in-process", "--dry-run", "-h", "--help"} & set(argv):
+        return False
+    executors = [b for a, b in zip(argv, argv[1:]) if a == "--executor"]
+    executors += [a.split("=", 1)[1] for a in argv if a.startswith("--executor=")]
+    return "ray" not in executors
 
 
 def main(argv: Sequence[str] | None = None) -> int:

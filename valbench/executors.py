@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 Started = Callable[[Job], bool]  # claims the job; False: skip it (finished or taken by another run)
 POLL_S = 0.25  # how often deadlines and memory are looked at
-# What every job needs, imported once by the fork server (the run's own process plans without
-# torch; the workers should not each import it)
 
 
 class SerialExecutor:

@@ -21,7 +21,6 @@ def default_metric(n_classes: int | None) -> PerformanceMetric:
     return "auroc" if n_classes == 2 else "accuracy"
 
 
-
 def default_learner(in_features: int, n_classes: int | None, in_shape: tuple[int, ...] | None = None) -> Learner:
     """The paper's MLP for classification; without labels its conv autoencoder for images
     (``in_shape`` (C, 32, 32)) and its MLP autoencoder (d-250-32) otherwise."""
