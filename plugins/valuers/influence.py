@@ -265,13 +265,10 @@ class InfluenceValuer:
         check_budget_params(None, self.max_seconds)
 
     def check(self, task: ValuationTask) -> None:
-        from valbench.gradsim import SampleGradients, task_tensors
-        from valbench.training.models import build_model, loss_function
+        from valbench.gradsim import check_sample_gradients
 
         self.validate()
-        t = task_tensors(task)  # the model can be valued with these parameters and engine
-        SampleGradients(build_model(task.learner, task.seed), loss_function(task.learner, "none"), t.xs[:2],
-                        t.ys[:2], parameters=self.parameters, engine=self.engine).close()
+        check_sample_gradients(task.learner, task, self.parameters, self.engine)
 
     def value(self, task: ValuationTask) -> Valuation:
         from valbench.gradsim import SampleGradients, task_tensors

@@ -92,16 +92,13 @@ class TracInValuer:
         return task.learner.with_recipe(**changes)
 
     def check(self, task: ValuationTask) -> None:
-        from valbench.gradsim import SampleGradients, task_tensors
-        from valbench.training.models import build_model, loss_function
+        from valbench.gradsim import check_sample_gradients
 
         self.validate()
         learner = self._learner(task)
         if self.checkpoints > learner.epochs:
             raise ValueError(f"checkpoints={self.checkpoints} is more than the learner's {learner.epochs} epochs")
-        t = task_tensors(task)  # the model can be valued with these parameters and engine
-        SampleGradients(build_model(learner, task.seed), loss_function(learner, "none"), t.xs[:2], t.ys[:2],
-                        parameters=self.parameters, engine=self.engine).close()
+        check_sample_gradients(learner, task, self.parameters, self.engine)
 
     def value(self, task: ValuationTask) -> Valuation:
         import torch

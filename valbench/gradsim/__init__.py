@@ -27,7 +27,7 @@ from valbench.gradsim.similarity import SIMILARITIES, similarity
 _HOMES = {
     **dict.fromkeys(["ENGINES", "build_engine", "choose_engine", "source_terms"], "driver"),
     **dict.fromkeys(["UnsupportedModel", "check_model", "select_parameters"], "engines"),
-    **dict.fromkeys(["SampleGradients", "TaskTensors", "task_tensors"], "persample"),
+    **dict.fromkeys(["SampleGradients", "TaskTensors", "check_sample_gradients", "task_tensors"], "persample"),
 }
 __all__ = sorted([*_HOMES, "SIMILARITIES", "similarity"])
 

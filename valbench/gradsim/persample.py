@@ -22,8 +22,8 @@ from valbench.gradsim.driver import ChunkState, activation_bytes, build_engine, 
 from valbench.gradsim.driver import source_terms
 from valbench.gradsim.engines import PerSampleLoss, select_parameters
 from valbench.gradsim.layers import prepare_model
-from valbench.training.models import class_weights, tensor
-from valbench.types import ValuationTask
+from valbench.training.models import build_model, class_weights, loss_function, tensor
+from valbench.types import Learner, ValuationTask
 
 SOURCE_BATCH = 400  # samples per chunk for the materialising engines (opacus, naive): memory only
 LOSS_CHUNK = 4096  # samples per forward pass of a mean-loss gradient (bounds memory only)
@@ -117,3 +117,13 @@ def task_tensors(task: ValuationTask) -> TaskTensors:
         ws = tensor(class_weights(task.source.y, task.n_classes), torch.float32, device)[ys]
         ct = tensor(class_weights(task.target.y, task.n_classes), torch.float32, device)[yt]
     return TaskTensors(xs, ys, xt, yt, ws, ct / ct.sum())
+
+
+def check_sample_gradients(learner: Learner, task: ValuationTask, parameters: str, engine: str) -> None:
+    """Raise ValueError (one line) unless ``learner``'s model can be valued with these
+    ``parameters`` and ``engine``: a probe on two source rows, on the CPU (a check before
+    any work needs neither the device nor the whole data there)."""
+    x = tensor(task.source.x[:2], torch.float32, "cpu")
+    y = tensor(task.source.y[:2], torch.long, "cpu") if task.supervised else x
+    SampleGradients(build_model(learner, task.seed), loss_function(learner, "none"), x, y,
+                    parameters=parameters, engine=engine).close()
