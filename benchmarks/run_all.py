@@ -4,7 +4,7 @@ number where the row says so). benchmarks/README.md explains each row.
 
     python benchmarks/run_all.py [--quick] [--only startup,dvgs_speed] [--out PATH]
 
-Each script runs in its own process (``--quick``: its short mode; about 10 minutes in all
+Each script runs in its own process (``--quick``: its short mode; about 5 minutes in all
 on a quiet 2-core machine) and prints a machine-readable summary as its last line
 (benchmarks/_summary.py); nothing is parsed from prose. The table is printed and written to
 benchmarks/results/<machine>.md (machine: the GPU's name, else cpu-<cores>core).
