@@ -75,3 +75,12 @@ def test_auto_on_cuda_takes_more_models_and_gives_the_same_values():
     b = LOOValuer(**FAST, models_per_batch="auto").value(task)
     assert b.info["models_per_batch"] > CPU_MODELS_PER_BATCH
     np.testing.assert_allclose(a.values, b.values, rtol=0, atol=1e-6)
+
+
+def test_auto_is_refused_where_the_batches_are_not_sized_by_the_utility():
+    # data-oob trains its bags itself: "auto" would reach its own batch arithmetic
+    from valbench_plugins.valuers.data_oob import DataOOBValuer
+
+    for value in (0, "auto"):
+        with pytest.raises(ValueError, match=r"models_per_batch must be >= 1, got"):
+            DataOOBValuer(models_per_batch=value).validate()

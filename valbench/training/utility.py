@@ -34,16 +34,24 @@ if TYPE_CHECKING:
 Measure = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
-def check_recipe_params(steps: int, lr: float, models_per_batch: int, full_models: int | None = None) -> None:
-    """Range checks shared by the retraining valuers' validate()."""
+AUTO = ("auto", 0)  # models_per_batch values that choose the batch size from free device memory
+
+
+def check_recipe_params(steps: int, lr: float, models_per_batch: int | str, full_models: int | None = None,
+                        allow_auto: bool = False) -> None:
+    """Range checks shared by the retraining valuers' validate(); ``allow_auto``: the
+    valuer sizes its batches through :class:`Utility`, which understands AUTO."""
     if full_models is not None and full_models < 1:
         raise ValueError(f"full_models must be >= 1, got {full_models}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
-    if models_per_batch != "auto" and models_per_batch < 1:
-        raise ValueError(f"models_per_batch must be >= 1 (or auto, or 0 = auto), got {models_per_batch}")
+    if allow_auto and models_per_batch in AUTO:
+        return
+    if not (isinstance(models_per_batch, int) and models_per_batch >= 1):
+        also = " (or auto, or 0 = auto)" if allow_auto else ""
+        raise ValueError(f"models_per_batch must be >= 1{also}, got {models_per_batch}")
 
 
 CPU_MODELS_PER_BATCH = 32  # "auto" on CPU: the default (bigger batches were not faster on 2 cores)
@@ -123,8 +131,7 @@ class RetrainingParams(BudgetParams):
 
     def validate(self) -> None:
         super().validate()
-        check_recipe_params(self.steps, self.lr, "auto" if self.models_per_batch == 0 else self.models_per_batch,
-                            self.full_models)
+        check_recipe_params(self.steps, self.lr, self.models_per_batch, self.full_models, allow_auto=True)
 
     def recipe(self) -> FullBatchRecipe:
         from valbench.training.stacked import FullBatchRecipe
@@ -184,7 +191,7 @@ class Utility:
         self.supervised = task.learner.supervised
         self.model = build_model(task.learner, task.seed, task.device)  # the one fixed initialisation
         self.x, self.y = source_tensors(task)
-        if models_per_batch in ("auto", 0):
+        if models_per_batch in AUTO:
             linears = layer_spec(self.model)[1]
             need = model_bytes(sum(p.numel() for p in self.model.parameters()), [m.out_features for m in linears],
                                len(self.x), self.x[0].numel(), per_copy_rows)
