@@ -12,7 +12,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +23,7 @@ from valbench.gradsim.driver import fused_terms, initial_chunk, source_terms
 from valbench.gradsim.fast import FastEngine
 from valbench.gradsim.engines import select_parameters
 from valbench.gradsim.layers import prepare_model
+from valbench.gradsim.persample import task_tensors
 from valbench.gradsim.precision import precision
 from valbench.gradsim.masks import TARGET_ROWS, MaskContext, mix64, sample_seeds
 from valbench.gradsim.similarity import similarity
@@ -94,11 +94,8 @@ class _Run:
 
 def _start(task: ValuationTask, config: DVGSConfig, balance: bool) -> _Run:
     device = torch.device(task.device)
-    xs, xt = tensor(task.source.x, torch.float32, device), tensor(task.target.x, torch.float32, device)
-    if task.supervised:
-        ys, yt = tensor(task.source.y, torch.long, device), tensor(task.target.y, torch.long, device)
-    else:  # y = x: the reconstruction target of a noisy sample is the noisy sample itself
-        ys, yt = xs, xt
+    sets = task_tensors(task)  # unsupervised: y = x, the reconstruction target of a noisy sample is itself
+    xs, ys, xt, yt = sets.xs, sets.ys, sets.xt, sets.yt
     weights = None
     if balance:  # the TARGET loss only: w_c = n_target / (K n_target_c)
         weights = torch.as_tensor(class_weights(task.target.y, task.n_classes), device=device)
