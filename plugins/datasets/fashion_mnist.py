@@ -20,7 +20,7 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from valbench.datautil import (atomic_path, cache_dir, check_sizes, dataset_dir,
 from valbench.errors import DataError
 from valbench.seeding import derive_seed, rng, torch_generator
 from valbench.types import Splits
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    from torch import nn
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -42,12 +42,16 @@ counts as truncated where it stopped. Needs labels: refused in unsupervised mode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from valbench import hookimpl
 from valbench.training.permutations import Game, PermutationParams, budgeted_score, run_permutations
 from valbench.types import Valuation, ValuationTask
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 
 def class_wise_utility(accuracy: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 import numpy as np
 
@@ -80,6 +80,12 @@ from valbench.budget import Budget, check_budget_params
 from valbench.errors import ValuationError
 from valbench.seeding import torch_generator
 from valbench.types import Valuation, ValuationTask
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used (loading the plugins stays torch-free)
+    import torch
+    from torch import nn
+
+    from valbench.gradsim import SampleGradients, TaskTensors
 
 HVP_CHUNK = 1024  # source samples per double-backward pass (memory only: a double backward holds two graphs)
 Operator = Callable[["torch.Tensor"], "torch.Tensor"]  # flat float64 vector -> H v
@@ -286,15 +292,19 @@ class InfluenceValuer:
                                  self.hessian)
         try:
             with single_thread(task.device):
-                if self.solver == "cg":
-                    g_t = flatten(grads.mean_gradient(t.xt, t.yt, t.target_coef)).double()
-                    s, info = conjugate_gradient(hvp, g_t, self.damping, self.cg_iterations, self.cg_tol, budget)
-                    values = t.source_weight * grads.dots(unflatten(s.float(), grads.params))[0]
-                else:
+                if self.solver == "arnoldi":
                     gen = torch_generator(task.seed, "influence", "arnoldi")
                     u, lam, info = arnoldi(hvp, grads.n_params, self.damping, self.arnoldi_iterations, self.rank, gen,
                                            budget, t.xs.device)
-                    values = self._from_eigenspace(u, lam, grads, t)
+                if self.score == "self":  # arnoldi only (validate)
+                    values = self._self_influence(u, lam, grads, t)
+                else:  # against s = H^-1 g_t: from CG, or from the eigenspace, U (U^T g_t / lam)
+                    g_t = flatten(grads.mean_gradient(t.xt, t.yt, t.target_coef)).double()
+                    if self.solver == "cg":
+                        s, info = conjugate_gradient(hvp, g_t, self.damping, self.cg_iterations, self.cg_tol, budget)
+                    else:
+                        s = u @ ((u.T @ g_t) / lam)
+                    values = t.source_weight * grads.dots(unflatten(s.float(), grads.params))[0]
         finally:
             grads.close()
         out = values.double().cpu().numpy()
@@ -304,16 +314,11 @@ class InfluenceValuer:
         return budget.valuation(out, solver=self.solver, hessian=self.hessian, score=self.score,
                                 engine=grads.choice.name, parameters=grads.n_params, **info)
 
-    def _from_eigenspace(self, u: torch.Tensor, lam: torch.Tensor, grads: SampleGradients,
-                         t: TaskTensors) -> torch.Tensor:
-        """Values from H^-1 ~ U diag(1 / lam) U^T: the target score needs one per-sample pass
-        (against s = U (U^T g_t / lam)); self-influence one per kept direction."""
+    @staticmethod
+    def _self_influence(u: torch.Tensor, lam: torch.Tensor, grads: SampleGradients, t: TaskTensors) -> torch.Tensor:
+        """-w_i^2 g_i^T H^-1 g_i with H^-1 ~ U diag(1 / lam) U^T: one per-sample pass per kept direction."""
         import torch
 
-        if self.score == "target":
-            g_t = flatten(grads.mean_gradient(t.xt, t.yt, t.target_coef)).double()
-            s = u @ ((u.T @ g_t) / lam)
-            return t.source_weight * grads.dots(unflatten(s.float(), grads.params))[0]
         total = torch.zeros(len(t.xs), dtype=torch.float64, device=t.xs.device)
         for j in range(u.shape[1]):
             total += grads.dots(unflatten(u[:, j].float(), grads.params))[0].double().pow(2) / lam[j]

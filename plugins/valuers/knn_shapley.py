@@ -16,10 +16,15 @@ label matches). Exactly tied distances are broken by source index.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from valbench import hookimpl
 from valbench.types import Valuation, ValuationTask
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 
 def knn_shapley(x_source: torch.Tensor, y_source: torch.Tensor, x_target: torch.Tensor,

@@ -20,7 +20,7 @@
 import importlib
 
 # torch-free, and imported here so that the name `similarity` is the function, not its module
-from valbench.gradsim.similarity import SIMILARITIES, similarity
+from valbench.gradsim.similarity import SIMILARITIES, similarity  # noqa: F401 (in __all__ below)
 
 # Each other name and the submodule it comes from, imported on first use (PEP 562): a
 # plugin that imports DVGSConfig (valbench.gradsim.config) loads without torch.
