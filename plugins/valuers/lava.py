@@ -121,11 +121,12 @@ def label_distances(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarr
     samples reads it), the largest marginal error of these problems and whether all converged."""
     ot = import_ot()
     W, worst, converged = np.zeros((n_classes, n_classes)), 0.0, True
+    target = {d: (to(xt[yt == d]), to(ot.unif(int((yt == d).sum())))) for d in np.unique(yt)}
     for c in np.unique(ys):
-        for d in np.unique(yt):
-            x1, x2 = to(xs[ys == c]), to(xt[yt == d])
-            M = ot.dist(x1, x2) / 2
-            W[c, d], _, _, error, ok = solve_ot(M, to(ot.unif(len(x1))), to(ot.unif(len(x2))), reg, max_iter, tol)
+        x1 = to(xs[ys == c])
+        a = to(ot.unif(len(x1)))
+        for d, (x2, b) in target.items():
+            W[c, d], _, _, error, ok = solve_ot(ot.dist(x1, x2) / 2, a, b, reg, max_iter, tol)
             worst, converged = max(worst, error), converged and ok
     return W, worst, converged
 
@@ -202,9 +203,9 @@ class LavaValuer:
         ys, yt = np.asarray(task.source.y), np.asarray(task.target.y)
         if self.standardize:
             both = np.concatenate([xs, xt])
-            sd = both.std(0)
+            mean, sd = both.mean(0), both.std(0)
             sd[sd == 0] = 1.0
-            xs, xt = (xs - both.mean(0)) / sd, (xt - both.mean(0)) / sd
+            xs, xt = (xs - mean) / sd, (xt - mean) / sd
         to = self._to(task.device)
         reg = self.reg if self.method == "sinkhorn" else None
         W, inner_error, inner_ok = label_distances(xs, ys, xt, yt, int(task.n_classes), reg, to, self.max_iter,

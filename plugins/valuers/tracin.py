@@ -115,6 +115,7 @@ class TracInValuer:
         wanted = set(checkpoint_epochs(learner.epochs, self.checkpoints))
         values = torch.zeros(len(t.xs), dtype=torch.float64, device=t.xs.device)
         taken: list[int] = []
+        zero = [torch.zeros_like(p) for p in grads.params]  # self-influence: only the squared norms are wanted
 
         def on_epoch(epoch: int, model: torch.nn.Module) -> bool:
             stop = epoch < learner.epochs and budget.exhausted(0)
@@ -124,7 +125,7 @@ class TracInValuer:
                     dot, _ = grads.dots(grads.mean_gradient(t.xt, t.yt, t.target_coef))
                     values.add_(learner.lr * (t.source_weight * dot).double())
                 else:
-                    _, sq = grads.dots([torch.zeros_like(p) for p in grads.params])
+                    _, sq = grads.dots(zero)
                     values.sub_(learner.lr * (t.source_weight.pow(2) * sq).double())
                 taken.append(epoch)
             return stop
