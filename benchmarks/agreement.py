@@ -54,31 +54,19 @@ warnings.filterwarnings("ignore", category=UserWarning)
 
 from agreement_models import Context  # noqa: E402
 from agreement_oracles import RUNNERS, Budget, Skip, library_versions  # noqa: E402
-from valbench.api import plan  # noqa: E402
-from valbench.grid import build_experiment  # noqa: E402
+from _exp1 import exp1_task  # noqa: E402
 from valbench.plugins import build_registry  # noqa: E402
-from valbench.runner import task_for  # noqa: E402
 
 METHODS = ("loo", "knn-shapley", "banzhaf", "tmc-shapley", "data-oob", "dvrl", "beta-shapley", "ame",
            "influence-subsample", "lava", "class-wise-shapley", "influence", "tracin")
 EXACT = {"loo", "knn-shapley"}  # same utility and no sampling: should agree to rounding
 DETERMINISTIC = EXACT | {"lava", "influence", "tracin"}  # no noise floor to measure
-# the field of a valuer that sets its number of subsets / permutations / models, first match wins
-BUDGET_FIELDS = {"subsets": ("samples", "n_subsets", "n_models", "num_models", "models"),
-                 "permutations": ("max_permutations", "permutations", "n_permutations"),
-                 "bags": ("n_bags",), "iterations": ("iterations", "rl_epochs")}
+# the valbench parameter that sets each kind of budget
+BUDGET_FIELDS = {"subsets": "samples", "permutations": "max_permutations", "bags": "n_bags",
+                 "iterations": "iterations"}
 METHOD_BUDGET = {"banzhaf": "subsets", "ame": "subsets", "influence-subsample": "subsets",
                  "tmc-shapley": "permutations", "beta-shapley": "permutations", "class-wise-shapley": "permutations",
                  "data-oob": "bags", "dvrl": "iterations"}
-
-
-def exp1_task(seed: int, n_source: int, n_target: int, rate: float):
-    """valbench's own exp1 cell at a smaller size: the task and the flipped-label mask."""
-    exp = build_experiment({"datasets": [f"adult[n_source={n_source},n_target={n_target}]"],
-                            "corruptions": [f"labels[rate={rate}]"], "valuers": ["random"], "seeds": [seed]})
-    jobs, cache = plan(exp, build_registry(), "cpu")
-    cell = cache.cell(jobs[0])
-    return task_for(jobs[0], cell), np.asarray(cell.truth.values)
 
 
 def valbench_params(method: str, cls: type, args: argparse.Namespace, b: Budget) -> dict:
@@ -97,12 +85,7 @@ def valbench_params(method: str, cls: type, args: argparse.Namespace, b: Budget)
     if METHOD_BUDGET.get(method) == "permutations":
         want["min_permutations"] = b.permutations  # exactly that many: no stopping rule before the cap
     if method in METHOD_BUDGET:
-        budget = getattr(b, METHOD_BUDGET[method])
-        name = next((f for f in BUDGET_FIELDS[METHOD_BUDGET[method]] if f in fields), None)
-        if name is not None:
-            want[name] = budget
-        elif "max_fits" in fields:
-            want["max_fits"] = budget
+        want[BUDGET_FIELDS[METHOD_BUDGET[method]]] = getattr(b, METHOD_BUDGET[method])
     if method in ("dvrl", "influence", "tracin"):
         want.pop("steps"), want.pop("lr")  # they train with their own recipes (tracin's lr is not the utility's)
     return {k: v for k, v in want.items() if k in fields}
@@ -200,7 +183,7 @@ def main() -> None:
     import valbench
     print(f"valbench {getattr(valbench, '__version__', '?')}, torch {torch.__version__}, "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    task, truth = exp1_task(args.seed, args.n_source, args.n_target, args.rate)
+    task, truth = exp1_task(args.seed, n_source=args.n_source, n_target=args.n_target, rate=args.rate)
     ctx = Context(task, args.steps, args.lr)
     print(f"ADULT: {len(task.source)} source ({int(truth.sum())} flipped), {len(task.target)} target, seed {args.seed}; "
           f"utility: {args.steps} full-batch Adam steps at lr {args.lr}, metric {task.metric}; "

@@ -215,13 +215,9 @@ def bench(case: Case, device: str, repeats: int, engines: tuple[str, ...] = ("op
 
 def exp1(device: str, repeats: int) -> list[dict]:
     """Prints the exp1 valuation times; returns its summary row (run_all.py)."""
-    from valbench.grid import build_experiment, expand
-    from valbench.plugins import build_registry
-    from valbench.runner import CellCache, task_for
+    from _exp1 import exp1_task
 
-    raw = {"datasets": "adult", "corruptions": "labels", "valuers": "dvgs", "seeds": 1}
-    (job,) = expand(build_experiment(raw), build_registry(), device)
-    task = task_for(job, CellCache().cell(job))
+    task, _ = exp1_task(0, device)
     dvgs(task, DVGSConfig(restarts=1, epochs=2))  # one-off imports and allocator warm-up
     print("\nexp1 on ADULT (3 restarts x 100 full-batch steps, 1000 source, 108 features), "
           "whole valuation, the two ways interleaved:")

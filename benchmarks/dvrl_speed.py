@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _exp1 import exp1_task  # noqa: E402
 from _summary import emit, row as summary_row  # noqa: E402
 
 PAPER_S_PER_ITERATION = 9.9 * 60 / 2000  # the DVGS paper: 9.9 min for 2000 iterations on one RTX 3090
@@ -32,14 +33,9 @@ PAPER_S_PER_ITERATION = 9.9 * 60 / 2000  # the DVGS paper: 9.9 min for 2000 iter
 
 def one_run(variant: str, iterations: int, device: str) -> dict:
     """In this process: DVRL on the exp1 cell of seed 0; the median s per outer iteration."""
-    from valbench.grid import build_experiment, expand
-    from valbench.plugins import build_registry
-    from valbench.runner import CellCache, task_for
     from valbench_plugins.valuers.dvrl import DVRLValuer
 
-    (job,) = expand(build_experiment({"datasets": "adult", "corruptions": "labels", "valuers": "random",
-                                      "seeds": [0]}), build_registry(), device)
-    task = task_for(job, CellCache().cell(job))
+    task, _ = exp1_task(0, device)
     stamps: list[float] = []
     params = {"compile": variant == "compiled"} if variant != "default" else {}
     out = DVRLValuer(iterations=iterations, **params).value(task, on_iteration=lambda i, v: stamps.append(

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tmc_budget import exp1_task
 from valbench.grid import specs_from
 from valbench.params import resolve
 from valbench.plugins import build_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _exp1 import exp1_task  # noqa: E402
 from _summary import emit, row as summary_row  # noqa: E402
 
 DEFAULT = ("target-loss,influence,influence[solver=arnoldi],influence[solver=arnoldi,score=self],"

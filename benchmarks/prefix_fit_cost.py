@@ -19,9 +19,9 @@ import torch
 
 from valbench.training.stacked import FullBatchRecipe
 from valbench.training.utility import Utility
-from tmc_budget import exp1_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _exp1 import exp1_task  # noqa: E402
 from _summary import emit, row as summary_row  # noqa: E402
 
 

@@ -22,22 +22,12 @@ from pathlib import Path
 
 from sklearn.metrics import roc_auc_score
 
-from valbench.api import plan
-from valbench.grid import build_experiment
-from valbench.plugins import build_registry
-from valbench.runner import task_for
 from valbench_plugins.valuers.tmc_shapley import TMCShapleyValuer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _exp1 import exp1_task  # noqa: E402
 from _summary import emit, row as summary_row  # noqa: E402
 from batched_training import port_fit  # noqa: E402
-
-
-def exp1_task(seed: int):
-    exp = build_experiment({"datasets": ["adult"], "corruptions": ["labels"], "valuers": ["random"], "seeds": [seed]})
-    jobs, cache = plan(exp, build_registry(), "cpu")
-    cell = cache.cell(jobs[0])
-    return task_for(jobs[0], cell), cell.truth.values
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from agreement import exp1_task, valbench_params  # noqa: E402
+from _exp1 import exp1_task  # noqa: E402
+from agreement import valbench_params  # noqa: E402
 from agreement_models import Context, sk_model, sk_scorer  # noqa: E402
 from agreement_oracles import Budget  # noqa: E402
 from valbench.training.stacked import FullBatchRecipe  # noqa: E402
@@ -24,7 +25,7 @@ STEPS, LR = 5, 1e-2
 
 @pytest.fixture(scope="module")
 def task():
-    return exp1_task(0, 16, 60, 0.25)[0]
+    return exp1_task(0, n_source=16, n_target=60, rate=0.25)[0]
 
 
 def test_wrapped_fit_is_valbench_utility(task):
