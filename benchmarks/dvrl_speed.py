@@ -6,7 +6,8 @@ in them) come before the first iteration and are not counted. Each variant runs 
 process, alternating, ``--rounds`` times; the value of a run is the median time between
 consecutive iterations, and the script prints the median over runs:
 
-- ``eager``: this checkout's default (``compile=False``: the hand-written flat trainer, op by op),
+- ``default``: this checkout's default (on CPU the flat trainer's native epoch, one call per epoch),
+- ``python``: the same with ``VALBENCH_NATIVE=0``: the flat trainer's Python step, op by op,
 - ``compiled``: ``compile=True`` (the padded step under torch.compile; a CUDA graph on GPU),
 - ``--against PYTHON``: that interpreter's valbench (e.g. a venv with an older commit
   installed) with its defaults, the same cell and iterations, side by side.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +39,7 @@ def one_run(variant: str, iterations: int, device: str) -> dict:
 
     task, _ = exp1_task(0, device)
     stamps: list[float] = []
-    params = {"compile": variant == "compiled"} if variant != "default" else {}
+    params = {"compile": True} if variant == "compiled" else {}
     out = DVRLValuer(iterations=iterations, **params).value(task, on_iteration=lambda i, v: stamps.append(
         time.perf_counter()))
     return {"s_per_iteration": float(np.median(np.diff(stamps))), "trainer": out.info.get("trainer")}
@@ -46,7 +48,8 @@ def one_run(variant: str, iterations: int, device: str) -> dict:
 def in_subprocess(python: str, variant: str, iterations: int, device: str) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--one", variant, "--iterations", str(iterations),
            "--device", device]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", check=False)
+    env = dict(os.environ, VALBENCH_NATIVE="0" if variant == "python" else os.environ.get("VALBENCH_NATIVE", "1"))
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -66,7 +69,8 @@ def main() -> None:
         return
     if args.quick:
         args.iterations, args.rounds = 12, 2
-    variants = {"eager": (sys.executable, "eager"), "compiled": (sys.executable, "compiled")}
+    variants = {"default": (sys.executable, "default"), "python": (sys.executable, "python"),
+                "compiled": (sys.executable, "compiled")}
     if args.against:
         variants["against"] = (args.against, "default")
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -79,12 +83,13 @@ def main() -> None:
     for k, v in med.items():
         print(f"{k:9s} median {v:.4f} s per outer iteration; 2000 iterations ~ {2000 * v / 60:.1f} min")
     what = f"DVRL exp1 on {args.device}, s per outer iteration"
-    rows = [summary_row(f"{what} (compile=True)", med["compiled"], "the default eager step (compile=False)",
-                        med["eager"]),
-            summary_row(f"{what} (default)", med["eager"], "paper: one RTX 3090 (stated, not measured here)",
+    rows = [summary_row(f"{what} (default)", med["default"], "the flat trainer's Python step (VALBENCH_NATIVE=0)",
+                        med["python"]),
+            summary_row(f"{what} (compile=True)", med["compiled"], "the default (compile=False)", med["default"]),
+            summary_row(f"{what} (default)", med["default"], "paper: one RTX 3090 (stated, not measured here)",
                         PAPER_S_PER_ITERATION)]
     if args.against:
-        rows.append(summary_row(f"{what} (default)", med["eager"], f"{args.against} (its defaults)",
+        rows.append(summary_row(f"{what} (default)", med["default"], f"{args.against} (its defaults)",
                                 med["against"]))
     emit("dvrl_speed", rows)
 

@@ -26,7 +26,9 @@ Model fits: one for p_val, one for the baseline, one per outer iteration (2002 b
 default). ``max_fits`` / ``max_seconds`` stop the outer loop early (recorded). DVRL
 needs labels (the estimator's input is the label and the target model's error on it):
 supervised tasks only. The inner training uses valbench.training.repeated (hand-written
-backward pass on one flat buffer), which is what makes 2000 x 100 epochs affordable.
+backward pass on one flat buffer; on CPU a native epoch, compiled on first use), which is
+what makes 2000 x 100 epochs affordable: ~0.1 s per outer iteration on one CPU core at exp1
+size (benchmarks/dvrl_speed.py). ``info["trainer"]`` says which trainer ran.
 ``compile=True`` pads each minibatch to a fixed size and compiles the whole training
 step into one graph, replayed as a CUDA graph on GPU, where the eager step is bound by
 kernel launches (~60 per step; 0.43 s per outer iteration on an H200). It is off by
@@ -92,7 +94,7 @@ class DVRLValuer(BudgetParams):
     (docs/protocol.md §4); max_fits / max_seconds as every budgeted valuer (BudgetParams)."""
 
     name = "dvrl"
-    version = "1"
+    version = "2"  # 2: the predictor trains in the native epoch on CPU (float32 rounding, not the same values)
     supervised_only = True
     test_params = {"iterations": 30, "inner_epochs": 10}  # the conformance kit: seconds, not hours
 
