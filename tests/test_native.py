@@ -1,4 +1,5 @@
-"""The flat MLP trainer's native epoch (valbench/training/flat_mlp.cpp) trains as its Python step."""
+"""valbench's native extension (valbench/training/native_*.cpp) trains as the Python passes: the flat
+MLP trainer's epoch, and batched training's gradients."""
 import shutil
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_native_epoch_has_the_python_gradient():
 
 def test_a_failed_build_falls_back_to_the_python_step(monkeypatch):
     def broken(**kwargs):
-        raise RuntimeError("Error building extension\nflat_mlp.cpp:1:1: error: no compiler here\nmore")
+        raise RuntimeError("Error building extension\nnative_flat.cpp:1:1: error: no compiler here\nmore")
 
     monkeypatch.setattr(native, "_state", {})
     monkeypatch.setattr("torch.utils.cpp_extension.load", broken)
@@ -77,7 +78,7 @@ def test_a_failed_build_falls_back_to_the_python_step(monkeypatch):
     fast, slow = pair(Learner("mlp", 7, 3), MinibatchRecipe(lr=1e-2, epochs=2, batch_size=40))
     fast.fit(x, y, np.random.default_rng(0))
     slow.fit(x, y, np.random.default_rng(0))
-    assert fast.name == "flat-mlp (native unavailable: RuntimeError: flat_mlp.cpp:1:1: error: no compiler here)"
+    assert fast.name == "flat-mlp (native unavailable: RuntimeError: native_flat.cpp:1:1: error: no compiler here)"
     assert torch.equal(fast.flat, slow.flat)
 
 
@@ -113,3 +114,65 @@ def test_native_epoch_is_as_close_to_float64_as_the_python_step():
         err[trainer.name] = (trainer.flat.double() - exact).abs().max().item()
     assert (ref.predict_proba(x.double()) - torch.softmax(build_model(learner, 3).double()(x.double()), 1)).abs().max() > 0.05
     assert err["flat-mlp+native"] < 2 * err["flat-mlp"], err
+
+
+@needs_compiler
+@pytest.mark.parametrize("per_copy", [False, True])
+@pytest.mark.parametrize("dropout,norm", [(0.5, True), (0.0, False)])
+def test_native_stacked_gradients_are_as_exact_as_the_chain_passes(per_copy, dropout, norm):
+    # batched training's gradients (M copies, each its own row weights), against the same
+    # passes in float64: the native ones may not be further off than the float32 passes
+    from valbench.training.stacked import MaskStream, StackedNet, _native_spec, _stacked_grads
+
+    x, y = data(n=120, d=9)
+    model = build_model(Learner("mlp", 9, 3, hidden=(16, 12), dropout=dropout, norm=norm), 0)
+    M = 5
+    net = StackedNet.replicate(model, M, "cpu")
+    g = torch.Generator().manual_seed(1)
+    params = [p + 0.1 * torch.randn(p.shape, generator=g) for p in net.params]  # copies differ
+    weight = (torch.rand(M, len(x), generator=g) < 0.8).float()
+    masks = MaskStream(net.spec, net.dropout_h, len(x), 0, 0, "cpu").next() if dropout else []
+    if per_copy:  # each copy its own rows (as TMC's prefixes and Data-OOB's bags)
+        rows = torch.randint(0, len(x), (M, len(x)), generator=g)
+        x, y, masks = x[rows], y[rows], [m[rows] for m in masks]
+    ours = native.load().stacked_grads(params, x, y, weight, masks, *_native_spec(net.spec))
+    f32 = _stacked_grads(net.spec, True, params, x, y, weight, masks or None)
+    f64 = _stacked_grads(net.spec, True, [p.double() for p in params], x.double(), y, weight.double(),
+                         [m.double() for m in masks] or None)
+    for a, b, exact in zip(ours, f32, f64):
+        scale = exact.abs().max().item()
+        assert scale > 0
+        err_ours, err_f32 = ((t.double() - exact).abs().max().item() / scale for t in (a, b))
+        assert err_ours < 3 * err_f32 + 1e-7, (err_ours, err_f32)
+
+
+@needs_compiler
+def test_batched_training_runs_native_and_says_so():
+    from valbench.training.stacked import FullBatchRecipe, train_stacked, training_label
+
+    x, y = data()
+    model = build_model(Learner("mlp", 7, 3, hidden=(16, 16)), 0)
+    weight = torch.ones(4, len(x))
+    weight[torch.arange(4), torch.arange(4)] = 0  # leave-one-out copies
+    args = (model, x, y, torch.arange(len(x)), weight)
+    recipe = FullBatchRecipe(steps=30, lr=1e-2)
+    fast = train_stacked(*args, supervised=True, recipe=recipe, seed=0)
+    assert training_label(False) == "batched+native"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VALBENCH_NATIVE", "0")
+        slow = train_stacked(*args, supervised=True, recipe=recipe, seed=0)
+        assert training_label(False) == "batched"
+    from valbench.training.stacked import StackedNet
+    assert (slow.params[0] - StackedNet.replicate(model, 4, "cpu").params[0]).abs().max() > 1e-3  # it trained
+    for a, b in zip(fast.params, slow.params):
+        assert torch.allclose(a, b, atol=2e-5)
+
+
+@needs_compiler
+def test_loading_the_extension_leaves_the_floating_point_mode_alone():
+    # built with -ffast-math: a library that switched the CPU to flush denormals to zero
+    # when loaded would change every other computation in the worker (isolation)
+    assert native.load() is not None, native.unavailable_reason()
+    tiny = 1e-39  # a float32 denormal
+    assert float(np.float32(tiny) * np.float32(1.0)) != 0.0
+    assert (torch.tensor([tiny]) * 1.0).item() != 0.0

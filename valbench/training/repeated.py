@@ -14,7 +14,7 @@ size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.training.model
 - Adam as one fused kernel on the flat buffer (:class:`valbench.training.adam.Adam`, the
   same update as ``torch.optim.Adam``),
 - on CPU, each epoch in one call of a native extension (:mod:`valbench.training.native`,
-  ``flat_mlp.cpp``, built on first use): ATen's matrix products with everything between
+  ``native_flat.cpp``, built on first use): ATen's matrix products with everything between
   them fused, 2.6-2.9x faster than the Python step at DVRL's sizes. The rows, masks and
   Adam steps are the same (Python draws them); values agree to float32 rounding. Where it
   cannot be built the Python step runs, and ``name`` says why; ``native=False`` or

@@ -19,6 +19,13 @@ no dropout while training. Either way a copy's training is a deterministic funct
 (:func:`train_single`) give the same model up to floating-point reassociation, and
 copies that differ in one sample are paired (same masks on every shared sample).
 
+The gradients: on CPU, for the paper's MLP classifier (Linear -> Dropout -> Mish ->
+LayerNorm, at least one hidden layer), the native extension's (valbench.training.native:
+the same matrix products, the element-wise work between them in as few passes over the
+activations as it can, the output layer folded into the last hidden layer's pass); else
+the chain passes below, under torch.compile when ``FullBatchRecipe.compile``. They agree
+within float32 rounding (tests/test_native.py bounds both against float64).
+
 Supported layers: Linear, Dropout, Mish, ReLU, Tanh, Identity and LayerNorm without
 affine parameters, run in the order the network declares them (valbench's MLP and MLP
 autoencoder); :meth:`StackedNet.replicate` checks that the stacked forward reproduces
@@ -33,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from valbench.training import native
 from valbench.training.adam import Adam
 from valbench.training.chain import (Chain, NotAChain, Plan, chain_backward, chain_forward, chain_layers,
                                     dropout_inputs)
@@ -121,26 +129,68 @@ def _stacked_grads(spec: Spec, supervised: bool, params: list[torch.Tensor], x: 
     return grads
 
 
+def _native_spec(spec: Spec) -> tuple[list[bool], bool, float] | None:
+    """(dropout per hidden layer, norm, LayerNorm eps) when ``spec`` is the MLP the native
+    gradients support ([Linear -> (Dropout) -> Mish -> (LayerNorm)] x H -> Linear); else None."""
+    dropout, norms, eps, i = [], [], 1e-5, 0
+    while i < len(spec) - 1:
+        if spec[i][0] != "linear":
+            return None
+        i += 1
+        has_drop = spec[i][0] == "dropout"
+        i += has_drop
+        if i >= len(spec) or spec[i][0] != "mish":
+            return None
+        i += 1
+        has_norm = i < len(spec) and spec[i][0] == "layernorm"
+        if has_norm:
+            eps = spec[i][1]
+            i += 1
+        dropout.append(has_drop)
+        norms.append(has_norm)
+    if i != len(spec) - 1 or spec[i][0] != "linear" or len(set(norms)) > 1:
+        return None
+    return dropout, bool(norms and norms[0]), eps
+
+
 class _Grads:
-    """The stacked gradients, compiled with torch.compile when asked and possible.
+    """The stacked gradients: on CPU for the paper's MLP the native extension
+    (valbench.training.native: the same matrix products, each layer's element-wise part in
+    one pass), else the chain passes, compiled with torch.compile when asked and possible.
 
     If compilation fails (no C++ compiler, an unsupported platform), the eager passes are
     used from then on and ``compile_error`` says why; results agree within rounding.
+    ``last`` says which ran last: "native", "compile" or "eager".
     """
 
     _compiled = None
     compile_error: str | None = None
+    last = "eager"
 
     @classmethod
     def call(cls, compile: bool, *args) -> list[torch.Tensor]:
+        spec, supervised, params, x, y, weight, masks = args
+        if supervised and params[0].device.type == "cpu" and native.enabled():
+            plan = _native_spec(spec)
+            module = native.load() if plan is not None and plan[0] else None  # at least one hidden layer
+            if module is not None:
+                dropout, norm, eps = plan
+                if not masks:  # dropout="off": no masks, every dropout layer is the identity
+                    dropout = [False] * len(dropout)
+                cls.last = "native"
+                return module.stacked_grads(params, x, y, weight, masks or [], dropout, norm, eps)
         if not compile or cls.compile_error is not None:
+            cls.last = "eager"
             return _stacked_grads(*args)
         if cls._compiled is None:
             cls._compiled = torch.compile(_stacked_grads, dynamic=None)
         try:
-            return cls._compiled(*args)
+            out = cls._compiled(*args)
+            cls.last = "compile"
+            return out
         except Exception as exc:  # compilation problems surface at the first call
             cls.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            cls.last = "eager"
             return _stacked_grads(*args)
 
 
@@ -150,7 +200,10 @@ def compile_status() -> str | None:
 
 
 def training_label(compile: bool) -> str:
-    """What actually ran, for a valuation's info: "batched", "batched+compile" or why not."""
+    """What actually ran (the last batched training in this process), for a valuation's
+    info: "batched+native", "batched", "batched+compile" or why not."""
+    if _Grads.last == "native":
+        return "batched+native"
     if not compile:
         return "batched"
     return "batched+compile" if _Grads.compile_error is None else f"batched (compile failed: {_Grads.compile_error})"
@@ -163,7 +216,7 @@ class FullBatchRecipe:
     steps: int = 200
     lr: float = 1e-4
     dropout: DropoutMode = "shared"
-    compile: bool = False  # torch.compile the stacked passes (fuses the elementwise layers)
+    compile: bool = False  # torch.compile the stacked passes where the native gradients do not run
 
 
 class MaskStream:

@@ -1,4 +1,5 @@
-// One epoch of the flat MLP trainer's Adam steps in one call (valbench.training.native).
+// One epoch of the flat MLP trainer's Adam steps in one call (valbench.training.native),
+// and the extension's module (native_stacked.cpp: batched training's gradients).
 //
 // The model is valbench.training.models.MLP: [Linear -> Dropout -> Mish -> LayerNorm
 // (affine-free)] x H -> Linear, its parameters in one flat buffer (per Linear layer the
@@ -13,16 +14,11 @@
 // What the caller (Python) keeps: every random draw (the epoch's row order and the
 // dropout keep-masks come in as arguments), so the native and the Python steps train
 // on the same rows with the same masks; values agree to float32 rounding.
-#include <torch/extension.h>
+#include "native_rows.h"
 
-#include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <vector>
+using namespace valbench_native;
 
 namespace {
-
-constexpr float kMishClamp = 20.0f;  // as valbench.training.mish: tanh(softplus(x)) == 1 beyond it
 
 struct Layer {
   at::Tensor w, b, gw, gb;  // views of the flat parameter and gradient buffers
@@ -30,6 +26,10 @@ struct Layer {
 };
 
 }  // namespace
+
+std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor x, at::Tensor y, at::Tensor weight,
+                                      std::vector<at::Tensor> masks, std::vector<bool> dropout, bool norm,
+                                      double ln_eps);  // native_stacked.cpp
 
 // Train one epoch in place. ``flat``/``grad``/``exp_avg``/``exp_avg_sq``: the flat buffers
 // (float32, contiguous); ``step``: Adam's step count before the epoch (returned after it).
@@ -127,33 +127,9 @@ int64_t train_epoch(at::Tensor flat, at::Tensor grad, at::Tensor exp_avg, at::Te
       float* rp = rstd[j].data_ptr<float>();
       const uint8_t* kp = keep_ptr[j] ? keep_ptr[j] + a * width : nullptr;
       const float scale = static_cast<float>(keep_scale[j]);
-      for (int64_t i = 0; i < r; ++i) {
-        float* zr = zp + i * width;
-        float* dr = dp + i * width;
-        const uint8_t* kr = kp ? kp + i * width : nullptr;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < width; ++c) {
-          const float m = kr ? kr[c] * scale : 1.0f;  // dropout: 0 or 1 / (1 - p)
-          const float v = zr[c] * m;
-          const float e = std::exp(std::min(v, kMishClamp));
-          const float nn = e * (e + 2.0f);
-          const float t = nn / (nn + 2.0f);  // tanh(softplus(v))
-          dr[c] = (t + v * (1.0f - t * t) * (e / (e + 1.0f))) * m;  // d out / d (pre-dropout input)
-          zr[c] = v * t;
-          sum += zr[c];
-        }
-        if (norm) {
-          const float mean = sum / width;
-          float var = 0.0f;
-#pragma omp simd reduction(+ : var)
-          for (int64_t c = 0; c < width; ++c) var += (zr[c] - mean) * (zr[c] - mean);
-          const float rs = 1.0f / std::sqrt(var / width + static_cast<float>(ln_eps));
-          rp[i] = rs;
-#pragma omp simd
-          for (int64_t c = 0; c < width; ++c) zr[c] = (zr[c] - mean) * rs;
-        }
-      }
+      for (int64_t i = 0; i < r; ++i)
+        rp[i] = hidden_forward_row(zp + i * width, zp + i * width, dp + i * width, kp ? kp + i * width : kp, scale,
+                                   width, norm, static_cast<float>(ln_eps));
       h = z;
     }
     at::Tensor lg = logits.narrow(0, 0, r);
@@ -167,16 +143,8 @@ int64_t train_epoch(at::Tensor flat, at::Tensor grad, at::Tensor exp_avg, at::Te
       wsum = std::max(wsum, 1e-12f);
     }
     float* lp = lg.data_ptr<float>();
-    for (int64_t i = 0; i < r; ++i) {
-      float* row = lp + i * n_out;
-      float mx = row[0];
-      for (int64_t c = 1; c < n_out; ++c) mx = std::max(mx, row[c]);
-      float tot = 0.0f;
-      for (int64_t c = 0; c < n_out; ++c) tot += (row[c] = std::exp(row[c] - mx));
-      const float f = (weighted ? wp[ord[a + i]] : 1.0f) / wsum;
-      for (int64_t c = 0; c < n_out; ++c) row[c] = row[c] / tot * f;
-      row[yp[ord[a + i]]] -= f;
-    }
+    for (int64_t i = 0; i < r; ++i)
+      cross_entropy_row(lp + i * n_out, n_out, yp[ord[a + i]], (weighted ? wp[ord[a + i]] : 1.0f) / wsum);
 
     // ---- backward: the weight gradients into ``grad``, layer by layer
     at::Tensor g = lg;
@@ -193,25 +161,8 @@ int64_t train_epoch(at::Tensor flat, at::Tensor grad, at::Tensor exp_avg, at::Te
       const float* yv = act[j - 1].data_ptr<float>();  // LayerNorm's output (its input if no norm)
       const float* dv = dmish[j - 1].data_ptr<float>();
       const float* rv = rstd[j - 1].data_ptr<float>();
-      for (int64_t i = 0; i < r; ++i) {
-        float* gr = np_ + i * width;
-        const float* yr = yv + i * width;
-        const float* dr = dv + i * width;
-        if (norm) {  // affine-free LayerNorm: rstd (g - mean(g) - y mean(g y))
-          float sg = 0.0f, sgy = 0.0f;
-#pragma omp simd reduction(+ : sg, sgy)
-          for (int64_t c = 0; c < width; ++c) {
-            sg += gr[c];
-            sgy += gr[c] * yr[c];
-          }
-          const float mg = sg / width, mgy = sgy / width, rs = rv[i];
-#pragma omp simd
-          for (int64_t c = 0; c < width; ++c) gr[c] = rs * (gr[c] - mg - yr[c] * mgy) * dr[c];
-        } else {
-#pragma omp simd
-          for (int64_t c = 0; c < width; ++c) gr[c] *= dr[c];
-        }
-      }
+      for (int64_t i = 0; i < r; ++i)
+        hidden_backward_row(np_ + i * width, yv + i * width, dv + i * width, rv[i], width, norm);
       g = next;
     }
 
@@ -235,6 +186,8 @@ int64_t train_epoch(at::Tensor flat, at::Tensor grad, at::Tensor exp_avg, at::Te
   return step;
 }
 
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("train_epoch", &train_epoch, "One epoch of the flat MLP trainer's Adam steps (see the file's header)");
+  m.def("stacked_grads", &stacked_grads, "The stacked MLP's gradients (see stacked_grads' comment)");
 }
