@@ -176,3 +176,18 @@ def test_loading_the_extension_leaves_the_floating_point_mode_alone():
     tiny = 1e-39  # a float32 denormal
     assert float(np.float32(tiny) * np.float32(1.0)) != 0.0
     assert (torch.tensor([tiny]) * 1.0).item() != 0.0
+
+
+def test_a_failed_build_is_named_in_batched_trainings_label(monkeypatch):
+    from valbench.training.stacked import FullBatchRecipe, train_stacked, training_label
+
+    def broken(**kwargs):
+        raise RuntimeError("native_stacked.cpp:9:9: error: no compiler here")
+
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr("torch.utils.cpp_extension.load", broken)
+    x, y = data()
+    model = build_model(Learner("mlp", 7, 3, hidden=(8,)), 0)
+    train_stacked(model, x, y, torch.arange(len(x)), torch.ones(2, len(x)), supervised=True,
+                  recipe=FullBatchRecipe(steps=2, lr=1e-2), seed=0)
+    assert training_label(False) == "batched (native unavailable: RuntimeError: native_stacked.cpp:9:9: error: no compiler here)"

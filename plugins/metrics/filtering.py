@@ -41,7 +41,7 @@ def curve_name(direction: str, q: float) -> str:
 
 class Filtering:
     name = "filtering"
-    version = "2"  # 2: one-by-one retrains in the native epoch on CPU (float32 rounding)
+    version = "2"  # 2: its retrains (one by one or batched) run natively on CPU (float32 rounding differs)
     truth_kind = None  # it reads the task, not the truth: any corruption (or none)
     higher_is_better = True  # of the test score after removal (remove-low; remove-high should fall)
     by_default = False  # dozens of model fits per job: scored when asked

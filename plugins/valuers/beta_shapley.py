@@ -88,7 +88,7 @@ class BetaShapleyValuer(PermutationParams):
     retraining valuers' utility and batched prefix fits (PermutationParams' parameters)."""
 
     name = "beta-shapley"
-    version = "1"
+    version = "2"  # 2: batched training's gradients are native on CPU (float32 rounding differs)
 
     alpha: float = 16.0
     beta: float = 1.0

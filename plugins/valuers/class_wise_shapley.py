@@ -70,7 +70,7 @@ class ClassWiseShapleyValuer(PermutationParams):
     valuers' utility and batched prefix fits (PermutationParams' parameters)."""
 
     name = "class-wise-shapley"
-    version = "1"
+    version = "2"  # 2: batched training's gradients are native on CPU (float32 rounding differs)
     supervised_only = True
 
     normalize: bool = True

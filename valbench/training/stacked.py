@@ -205,8 +205,11 @@ def training_label(compile: bool) -> str:
     if _Grads.last == "native":
         return "batched+native"
     if not compile:
-        return "batched"
-    return "batched+compile" if _Grads.compile_error is None else f"batched (compile failed: {_Grads.compile_error})"
+        label = "batched"
+    else:
+        label = "batched+compile" if _Grads.compile_error is None else f"batched (compile failed: {_Grads.compile_error})"
+    why = native.unavailable_reason() if native.enabled() else None
+    return label if why is None else f"{label} (native unavailable: {why})"
 
 
 @dataclass(frozen=True)
