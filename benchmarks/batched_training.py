@@ -108,23 +108,27 @@ def main() -> None:
 
     def gemm_only(rep: int) -> tuple[float, float]:
         """Only the matrix products of one batched training (same shapes, no elementwise
-        layers, no optimiser): what batching cannot go below on this CPU."""
+        layers, no optimiser): what batching cannot go below on this CPU. Outputs go to
+        buffers allocated once (per step, tens of MB would be faulted in again and again,
+        which is allocator time, not arithmetic: no ceiling)."""
         m, dims = args.batch, [x.shape[1]] + [lin.out_features for lin in build_model(learner, 0).modules()
                                               if isinstance(lin, torch.nn.Linear)]
         ws = [torch.randn(m, o, i) * 0.01 for i, o in zip(dims[:-1], dims[1:])]
+        xs = x.expand(m, n, dims[0])
+        acts = [xs] + [torch.empty(m, n, o) for o in dims[1:]]  # forward outputs
+        grads = [torch.empty(m, o, i) for i, o in zip(dims[:-1], dims[1:])]
+        sig = [torch.empty(m, n, i) for i in dims[1:-1]]  # backward signals below layers 1..
+        g = torch.ones(m, n, dims[-1])
         t, c = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
-            acts = [x]
-            a = (x @ ws[0].reshape(-1, dims[0]).t()).view(n, m, dims[1]).transpose(0, 1)
-            acts.append(a)
-            for w in ws[1:]:
-                a = torch.bmm(a, w.transpose(1, 2))
-                acts.append(a)
-            g = torch.ones_like(a)
-            for k in range(len(ws) - 1, 0, -1):  # weight and input gradients
-                torch.bmm(g.transpose(1, 2), acts[k])
-                g = torch.bmm(g, ws[k])
-            x.t() @ g.transpose(0, 1).reshape(n, -1)  # first layer: weight gradient only
+            for k, w in enumerate(ws):
+                torch.bmm(acts[k], w.transpose(1, 2), out=acts[k + 1])
+            s = g
+            for k in range(len(ws) - 1, -1, -1):  # weight gradients, and input gradients but the first layer's
+                torch.bmm(s.transpose(1, 2), acts[k], out=grads[k])
+                if k:
+                    torch.bmm(s, ws[k], out=sig[k - 1])
+                    s = sig[k - 1]
         return (time.perf_counter() - t) / m, (time.process_time() - c) / m
 
     paths = {"one-at-a-time (port)": one_port, "one-at-a-time (same)": one_same,

@@ -135,7 +135,8 @@ def test_native_stacked_gradients_are_as_exact_as_the_chain_passes(per_copy, dro
     if per_copy:  # each copy its own rows (as TMC's prefixes and Data-OOB's bags)
         rows = torch.randint(0, len(x), (M, len(x)), generator=g)
         x, y, masks = x[rows], y[rows], [m[rows] for m in masks]
-    ours = native.load().stacked_grads(params, x, y, weight, masks, *_native_spec(net.spec))
+    workspace = [torch.empty(M * len(weight[0]) * 16) for _ in range(5)]  # 2 H + 1, widest hidden layer 16
+    ours = native.load().stacked_grads(params, x, y, weight, masks, *_native_spec(net.spec), workspace)
     f32 = _stacked_grads(net.spec, True, params, x, y, weight, masks or None)
     f64 = _stacked_grads(net.spec, True, [p.double() for p in params], x.double(), y, weight.double(),
                          [m.double() for m in masks] or None)

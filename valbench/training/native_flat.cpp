@@ -29,7 +29,7 @@ struct Layer {
 
 std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor x, at::Tensor y, at::Tensor weight,
                                       std::vector<at::Tensor> masks, std::vector<bool> dropout, bool norm,
-                                      double ln_eps);  // native_stacked.cpp
+                                      double ln_eps, std::vector<at::Tensor> workspace);  // native_stacked.cpp
 
 // Train one epoch in place. ``flat``/``grad``/``exp_avg``/``exp_avg_sq``: the flat buffers
 // (float32, contiguous); ``step``: Adam's step count before the epoch (returned after it).

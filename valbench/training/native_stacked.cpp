@@ -21,16 +21,26 @@ using namespace valbench_native;
 // scaled dropout mask per hidden layer with dropout, (n, h) or (M, n, h); ``dropout[j]``:
 // whether hidden layer j has one. At least one hidden layer. Returns the gradients in
 // params' order.
+// ``workspace``: 2 H + 1 float32 tensors of at least M n (widest hidden layer) elements
+// each, for the activations and signals, which the caller keeps from one step to the next:
+// allocating them per step (tens of MB at M = 32) made the allocator return them to the
+// system and fault them in again every step, which cost as much as the arithmetic.
 std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor x, at::Tensor y, at::Tensor weight,
                                       std::vector<at::Tensor> masks, std::vector<bool> dropout, bool norm,
-                                      double ln_eps) {
+                                      double ln_eps, std::vector<at::Tensor> workspace) {
   const int64_t H = static_cast<int64_t>(params.size()) / 2 - 1;
   TORCH_CHECK(H >= 1 && static_cast<int64_t>(dropout.size()) == H, "params / dropout mismatch");
   const int64_t M = params[0].size(0), n = weight.size(1);
   const float eps = static_cast<float>(ln_eps);
   for (const auto& t : params) TORCH_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat, "params: float32");
-  auto product = [&](const at::Tensor& h, const at::Tensor& w) {  // h @ w^T per copy, no bias: (M, n, out)
-    return at::bmm(h.dim() == 2 ? h.expand({M, n, h.size(1)}) : h, w.transpose(1, 2));
+  TORCH_CHECK(static_cast<int64_t>(workspace.size()) == 2 * H + 1, "stacked_grads needs 2 H + 1 workspace tensors");
+  auto buffer = [&](int64_t slot, int64_t width) {  // (M, n, width) in workspace tensor ``slot``
+    TORCH_CHECK(workspace[slot].numel() >= M * n * width && workspace[slot].is_contiguous() &&
+                workspace[slot].scalar_type() == at::kFloat, "a workspace tensor is too small");
+    return workspace[slot].narrow(0, 0, M * n * width).view({M, n, width});
+  };
+  auto product = [&](const at::Tensor& h, const at::Tensor& w, at::Tensor out) {  // h @ w^T per copy, no bias
+    return at::bmm_out(out, h.dim() == 2 ? h.expand({M, n, h.size(1)}) : h, w.transpose(1, 2));
   };
   struct Mask {
     const float* p = nullptr;
@@ -59,7 +69,7 @@ std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor
   at::Tensor signal;  // d loss / d (last hidden layer's pre-activation)
   at::Tensor h = x;
   for (int64_t j = 0; j < H; ++j) {
-    at::Tensor z = product(h, params[2 * j]).contiguous();  // contiguous already (bmm)
+    at::Tensor z = product(h, params[2 * j], buffer(j, params[2 * j].size(1)));  // slots 0 .. H-1
     const int64_t width = z.size(2);
     pre[j] = z;
     mean[j] = at::empty({M, n}, opts);
@@ -68,7 +78,7 @@ std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor
     float *mp = mean[j].data_ptr<float>(), *rp = rstd[j].data_ptr<float>();
     const Mask mk = mask[j];
     if (j + 1 < H) {
-      act[j] = at::empty({M, n, width}, opts);
+      act[j] = buffer(H + j, width);  // slots H .. 2H-2
       float* ap = act[j].data_ptr<float>();
       at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
         std::vector<float> zb(width);
@@ -85,7 +95,7 @@ std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor
       continue;
     }
     // the last hidden layer, the output layer, the loss and back again, row by row
-    signal = at::empty({M, n, width}, opts);
+    signal = buffer(2 * H - 1, width);  // then signals alternate between slots 2H-1 and 2H
     const int64_t K = params[2 * H].size(1);
     grads[2 * H] = at::zeros(params[2 * H].sizes(), opts.dtype(at::kDouble));
     const float *wo = params[2 * H].data_ptr<float>(), *bo = params[2 * H + 1].data_ptr<float>();
@@ -148,7 +158,8 @@ std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor
   for (int64_t j = H - 1; j >= 0; --j) {
     grads[2 * j] = at::bmm(g.transpose(1, 2), j > 0 ? act[j - 1] : x.dim() == 2 ? x.expand({M, n, x.size(1)}) : x);
     if (j == 0) break;
-    at::Tensor next = at::bmm(g, params[2 * j]);  // (M, n, width), contiguous
+    at::Tensor next = buffer((H - j) % 2 ? 2 * H : 2 * H - 1, params[2 * j].size(2));  // not g's slot
+    at::bmm_out(next, g, params[2 * j]);
     const int64_t width = next.size(2);
     float* np_ = next.data_ptr<float>();
     const float *zp = pre[j - 1].data_ptr<float>(), *bp = params[2 * (j - 1) + 1].data_ptr<float>();

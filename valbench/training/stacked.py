@@ -168,7 +168,9 @@ class _Grads:
     last = "eager"
 
     @classmethod
-    def call(cls, compile: bool, *args) -> list[torch.Tensor]:
+    def call(cls, compile: bool, *args, workspace: list | None = None) -> list[torch.Tensor]:
+        """The gradients; ``workspace``: a list the caller keeps for the steps of one training
+        (empty at first), where the native path keeps its activation buffers."""
         spec, supervised, params, x, y, weight, masks = args
         if supervised and params[0].device.type == "cpu" and native.enabled():
             plan = _native_spec(spec)
@@ -178,7 +180,12 @@ class _Grads:
                 if not masks:  # dropout="off": no masks, every dropout layer is the identity
                     dropout = [False] * len(dropout)
                 cls.last = "native"
-                return module.stacked_grads(params, x, y, weight, masks or [], dropout, norm, eps)
+                if workspace is None:
+                    workspace = []
+                if not workspace:  # 2 H + 1 buffers of (copies, rows, widest hidden layer)
+                    size = params[0].shape[0] * weight.shape[1] * max(p.shape[1] for p in params[:-2:2])
+                    workspace.extend(torch.empty(size, device=params[0].device) for _ in range(2 * len(dropout) + 1))
+                return module.stacked_grads(params, x, y, weight, masks or [], dropout, norm, eps, workspace)
         if not compile or cls.compile_error is not None:
             cls.last = "eager"
             return _stacked_grads(*args)
@@ -322,11 +329,12 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
     use_dropout = recipe.dropout == "shared" and bool(dropout_widths(net.spec))
     masks_src = MaskStream(net.spec, net.dropout_h, len(x), seed, stream, str(device)) if use_dropout else None
     w = weight.to(torch.float32)
+    workspace: list[torch.Tensor] = []  # the native gradients' buffers, reused by every step
     for _ in range(recipe.steps):
         masks = None
         if masks_src is not None:
             masks = [m[index] for m in masks_src.next()]
-        opt.step(_Grads.call(recipe.compile, net.spec, supervised, params, xb, yb, w, masks))
+        opt.step(_Grads.call(recipe.compile, net.spec, supervised, params, xb, yb, w, masks, workspace=workspace))
     return net
 
 
