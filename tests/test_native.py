@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from valbench.training import native
-from valbench.training.models import build_model, single_thread
+from valbench.training.models import build_model
 from valbench.training.repeated import FlatMLPTrainer, MinibatchRecipe
 from valbench.types import Learner
+from tests.test_fastfit import data, one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 # Where a C++ compiler exists the extension must build: a failed build fails these tests
 # (it would silently leave users on the slower Python step) rather than skip them.
@@ -17,15 +18,17 @@ needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which
                                     reason="no C++ compiler: the trainer runs its Python step (tested elsewhere)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread("cpu"):
-        yield
+BUILD_ERROR = "RuntimeError: native_flat.cpp:1:1: error: no compiler here"
 
 
-def data(n=150, d=7, k=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+@pytest.fixture
+def failed_build(monkeypatch):
+    """The extension's build fails (as without a compiler), with the compiler's error among other lines."""
+    def broken(**kwargs):
+        raise RuntimeError("Error building extension\nnative_flat.cpp:1:1: error: no compiler here\nmore")
+
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr("torch.utils.cpp_extension.load", broken)
 
 
 def pair(learner: Learner, recipe: MinibatchRecipe):
@@ -68,17 +71,12 @@ def test_native_epoch_has_the_python_gradient():
     assert torch.allclose(fast.grad, slow.grad, rtol=1e-4, atol=1e-7)
 
 
-def test_a_failed_build_falls_back_to_the_python_step(monkeypatch):
-    def broken(**kwargs):
-        raise RuntimeError("Error building extension\nnative_flat.cpp:1:1: error: no compiler here\nmore")
-
-    monkeypatch.setattr(native, "_state", {})
-    monkeypatch.setattr("torch.utils.cpp_extension.load", broken)
+def test_a_failed_build_falls_back_to_the_python_step(failed_build):
     x, y = data()
     fast, slow = pair(Learner("mlp", 7, 3), MinibatchRecipe(lr=1e-2, epochs=2, batch_size=40))
     fast.fit(x, y, np.random.default_rng(0))
     slow.fit(x, y, np.random.default_rng(0))
-    assert fast.name == "flat-mlp (native unavailable: RuntimeError: native_flat.cpp:1:1: error: no compiler here)"
+    assert fast.name == f"flat-mlp (native unavailable: {BUILD_ERROR})"
     assert torch.equal(fast.flat, slow.flat)
 
 
@@ -179,16 +177,11 @@ def test_loading_the_extension_leaves_the_floating_point_mode_alone():
     assert (torch.tensor([tiny]) * 1.0).item() != 0.0
 
 
-def test_a_failed_build_is_named_in_batched_trainings_label(monkeypatch):
+def test_a_failed_build_is_named_in_batched_trainings_label(failed_build):
     from valbench.training.stacked import FullBatchRecipe, train_stacked, training_label
 
-    def broken(**kwargs):
-        raise RuntimeError("native_stacked.cpp:9:9: error: no compiler here")
-
-    monkeypatch.setattr(native, "_state", {})
-    monkeypatch.setattr("torch.utils.cpp_extension.load", broken)
     x, y = data()
     model = build_model(Learner("mlp", 7, 3, hidden=(8,)), 0)
     train_stacked(model, x, y, torch.arange(len(x)), torch.ones(2, len(x)), supervised=True,
                   recipe=FullBatchRecipe(steps=2, lr=1e-2), seed=0)
-    assert training_label(False) == "batched (native unavailable: RuntimeError: native_stacked.cpp:9:9: error: no compiler here)"
+    assert training_label(False) == f"batched (native unavailable: {BUILD_ERROR})"
