@@ -185,3 +185,38 @@ def test_a_failed_build_is_named_in_batched_trainings_label(failed_build):
     train_stacked(model, x, y, torch.arange(len(x)), torch.ones(2, len(x)), supervised=True,
                   recipe=FullBatchRecipe(steps=2, lr=1e-2), seed=0)
     assert training_label(False) == f"batched (native unavailable: {BUILD_ERROR})"
+
+
+def test_a_stale_build_lock_is_removed_and_a_live_one_kept(tmp_path, monkeypatch):
+    # torch's builder waits without end on a lock file; a build killed mid-way leaves one
+    import os
+    import time
+
+    monkeypatch.setattr("torch.utils.cpp_extension._get_build_directory", lambda name, verbose: str(tmp_path / name))
+    for name, age, kept in (("old", native.STALE_LOCK_S + 60, False), ("live", 5, True)):
+        (tmp_path / name).mkdir()
+        lock = tmp_path / name / "lock"
+        lock.touch()
+        os.utime(lock, (time.time() - age, time.time() - age))
+        native._remove_stale_lock(name)
+        assert lock.exists() == kept
+    native._remove_stale_lock("none-there")  # no lock: nothing to do
+
+
+def test_a_missing_compiler_is_named_not_the_command_line():
+    out = RuntimeError("Error building extension 'valbench_native_x': [1/3] /nonexistent/c++ -MMD -MF a.o.d -c a.cpp\n"
+                       "FAILED: a.o\n/bin/sh: 1: /nonexistent/c++: not found\nninja: build stopped: subcommand failed.")
+    assert native._first_error(out) == "RuntimeError: /bin/sh: 1: /nonexistent/c++: not found"
+
+
+def test_batched_label_names_a_failed_build_only_where_native_applied(failed_build):
+    from valbench.training.stacked import FullBatchRecipe, train_stacked, training_label
+
+    x, y = data()
+    recipe = FullBatchRecipe(steps=2, lr=1e-2)
+    mlp = build_model(Learner("mlp", 7, 3, hidden=(8,)), 0)
+    train_stacked(mlp, x, y, torch.arange(len(x)), torch.ones(2, len(x)), supervised=True, recipe=recipe, seed=0)
+    assert "native unavailable" in training_label(False)
+    ae = build_model(Learner("mlp-autoencoder", 7, 7, hidden=(4,), latent=2), 0)  # native never applies to it
+    train_stacked(ae, x, x, torch.arange(len(x)), torch.ones(2, len(x)), supervised=False, recipe=recipe, seed=0)
+    assert training_label(False) == "batched"

@@ -11,14 +11,16 @@
 
 Both share the row kernels of ``native_rows.h``.
 
-It is compiled with torch's C++ extension builder (a C++ compiler and ninja, as
-torch.compile on CPU needs too) into torch's extension cache (``TORCH_EXTENSIONS_DIR``,
-default ``~/.cache/torch_extensions``), once per machine: ~20-60 s the first time, a
-fraction of a second after that. The build is keyed by the source, the compiler flags and
-the CPU model, because ``-march=native`` code may not run on another CPU sharing that cache.
-When it cannot be built (no compiler, say), :func:`load` returns None and says why in
-:func:`unavailable_reason`; the trainer then runs its Python step (the same training,
-slower). ``VALBENCH_NATIVE=0`` turns it off.
+It is compiled with torch's C++ extension builder (a C++ compiler and ``ninja`` on the
+PATH) into torch's extension cache (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``), once per machine: ~20-60 s the first time, a fraction of a
+second after that. The build is keyed by the source, the compiler flags and the CPU (model
+and instruction-set flags), because ``-march=native`` code may not run on another CPU
+sharing that cache. A build lock left by a killed build (torch waits on it forever) is
+removed once it is older than any build takes. When the extension cannot be built (no
+compiler or no ninja, say), :func:`load` returns None and :func:`unavailable_reason` says
+why in one line; the callers then run their Python passes (the same training, slower).
+``VALBENCH_NATIVE=0`` turns it off.
 """
 from __future__ import annotations
 
@@ -34,14 +36,17 @@ LDFLAGS = ["-fopenmp"]
 _state: dict[str, object] = {}
 
 
-def _cpu_model() -> str:
+STALE_LOCK_S = 600  # a build lock older than this was left by a killed build (builds take ~20-60 s)
+
+
+def _cpu() -> str:
+    """The CPU model and its instruction-set flags (what -march=native compiles for)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Model", "CPU part")):
-                return line.split(":", 1)[1].strip()
+        keep = [line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith(("model name", "Model", "CPU part", "flags", "Features"))]
+        return "\n".join(dict.fromkeys(keep))  # one line each (the same for every core)
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
 
 
 def _flags() -> list[str]:
@@ -61,7 +66,6 @@ def enabled() -> bool:
 def load():
     """The built extension module (``train_epoch``), or None when it cannot be built or is off."""
     if not enabled():
-        _state.setdefault("reason", "VALBENCH_NATIVE=0")
         return None
     if "module" not in _state:
         _state["module"] = None
@@ -70,19 +74,39 @@ def load():
 
             flags = _flags()
             code = b"".join(f.read_bytes() for f in SOURCES + HEADERS)
-            key = hashlib.sha256(code + repr((flags, LDFLAGS, _cpu_model())).encode()).hexdigest()[:12]
-            _state["module"] = build(name=f"valbench_native_{key}", sources=[str(f) for f in SOURCES],
-                                     extra_cflags=flags, extra_ldflags=LDFLAGS, extra_include_paths=[str(HERE)],
-                                     verbose=False)
-        except Exception as exc:  # any build failure: the Python step runs instead, and info says why
+            name = f"valbench_native_{hashlib.sha256(code + repr((flags, LDFLAGS, _cpu())).encode()).hexdigest()[:12]}"
+            _remove_stale_lock(name)
+            _state["module"] = build(name=name, sources=[str(f) for f in SOURCES], extra_cflags=flags,
+                                     extra_ldflags=LDFLAGS, extra_include_paths=[str(HERE)], verbose=False)
+        except Exception as exc:  # any build failure: the Python passes run instead, and info says why
             _state["reason"] = _first_error(exc)
     return _state["module"]
 
 
+def _remove_stale_lock(name: str) -> None:
+    """torch's builder waits without end while its build directory holds a ``lock`` file; a
+    build killed mid-way (a job over its time limit) leaves one behind."""
+    import time
+
+    from torch.utils.cpp_extension import _get_build_directory  # private, hence the guard below
+
+    lock = Path(_get_build_directory(name, False)) / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# lines of a failed build's output that name its cause: the compiler's first error, or the
+# shell's word that the compiler or ninja was not found
+_CAUSES = ("error:", "not found", "No such file", "is required", "not available")
+
+
 def _first_error(exc: Exception) -> str:
-    """One line for a failed build: the compiler's first error, else the exception's first line."""
+    """One line for a failed build: the line that names its cause, else the exception's first line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    hit = next((ln for ln in lines if "error:" in ln), lines[0] if lines else "")
+    hit = next((ln for ln in lines if any(c in ln for c in _CAUSES)), lines[0] if lines else "")
     return f"{type(exc).__name__}: {hit}"[:300]
 
 

@@ -50,6 +50,11 @@ int64_t train_epoch(at::Tensor flat, at::Tensor grad, at::Tensor exp_avg, at::Te
   const int64_t hidden = static_cast<int64_t>(widths.size()) - 2;
   TORCH_CHECK(hidden >= 0 && static_cast<int64_t>(keep_scale.size()) == hidden, "widths / keep_scale mismatch");
   const bool weighted = weight.defined() && weight.numel() > 0;
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == widths.front() && y.numel() == x.size(0), "x / y do not match the model");
+  TORCH_CHECK(!weighted || (weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.numel() == x.size(0)),
+              "weight must be float32, one per row of x");
+  TORCH_CHECK(y.numel() == 0 || (y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < widths.back()),
+              "labels must be in [0, classes)");
 
   std::vector<Layer> layers;
   int64_t offset = 0;
@@ -71,7 +76,9 @@ int64_t train_epoch(at::Tensor flat, at::Tensor grad, at::Tensor exp_avg, at::Te
   for (int64_t j = 0, k = 0; j < hidden; ++j) {
     if (keep_scale[j] > 0) {
       TORCH_CHECK(k < static_cast<int64_t>(keep.size()), "a keep mask is missing");
-      TORCH_CHECK(keep[k].scalar_type() == at::kByte && keep[k].is_contiguous(), "keep masks must be contiguous uint8");
+      TORCH_CHECK(keep[k].scalar_type() == at::kByte && keep[k].is_contiguous() && keep[k].dim() == 2 &&
+                  keep[k].size(0) == order.numel() && keep[k].size(1) == widths[j + 1],
+                  "keep masks must be contiguous uint8, (rows of the epoch, layer width)");
       keep_ptr[j] = keep[k++].data_ptr<uint8_t>();
     }
   }

@@ -52,7 +52,10 @@ inline float hidden_forward_row(const float* z, float* out, float* d, const Mask
       sum += out[c];
     }
   }
-  if (!norm) return 0.0f;
+  if (!norm) {
+    if (mean_out) *mean_out = 0.0f;
+    return 0.0f;
+  }
   const float mean = sum / width;
   if (mean_out) *mean_out = mean;
   float var = 0.0f;

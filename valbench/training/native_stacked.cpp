@@ -33,6 +33,13 @@ std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor
   const int64_t M = params[0].size(0), n = weight.size(1);
   const float eps = static_cast<float>(ln_eps);
   for (const auto& t : params) TORCH_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat, "params: float32");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == M, "weight must be (copies, rows)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == params[0].size(2) && x.size(-2) == n &&
+                  (x.dim() == 2 || (x.dim() == 3 && x.size(0) == M)),
+              "x must be float32 (rows, in) or (copies, rows, in)");
+  TORCH_CHECK(y.size(-1) == n && (y.dim() == 1 || (y.dim() == 2 && y.size(0) == M)), "y must be (rows,) or (copies, rows)");
+  TORCH_CHECK(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < params[2 * H].size(1),
+              "labels must be in [0, classes)");
   TORCH_CHECK(static_cast<int64_t>(workspace.size()) == 2 * H + 1, "stacked_grads needs 2 H + 1 workspace tensors");
   auto buffer = [&](int64_t slot, int64_t width) {  // (M, n, width) in workspace tensor ``slot``
     TORCH_CHECK(workspace[slot].numel() >= M * n * width && workspace[slot].is_contiguous() &&
@@ -52,7 +59,9 @@ std::vector<at::Tensor> stacked_grads(std::vector<at::Tensor> params, at::Tensor
     if (!dropout[j]) continue;
     TORCH_CHECK(k < static_cast<int64_t>(masks.size()), "a dropout mask is missing");
     const at::Tensor& t = masks[k++];
-    TORCH_CHECK(t.scalar_type() == at::kFloat && t.stride(-1) == 1, "masks must be float32 with contiguous rows");
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.stride(-1) == 1 && t.size(-1) == params[2 * j].size(1) &&
+                    t.size(-2) == n && (t.dim() == 2 || (t.dim() == 3 && t.size(0) == M)),
+                "masks must be float32 (rows, width) or (copies, rows, width), rows contiguous");
     mask[j] = {t.data_ptr<float>(), t.dim() == 3 ? t.stride(0) : 0, t.stride(-2)};
   }
   at::Tensor yl = (y.dim() == 1 ? y.expand({M, n}) : y).contiguous();

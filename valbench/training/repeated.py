@@ -102,7 +102,7 @@ def _minibatches(n: int, recipe: MinibatchRecipe, rng: np.random.Generator,
 def _native_plan(layers) -> tuple | None:
     """(widths, keep_scale per hidden layer, norm, LayerNorm eps) when the chain is the native
     epoch's [Linear -> (Dropout) -> Mish -> (LayerNorm)] x H -> Linear; else None."""
-    widths, scales, norms, eps = [], [], [], 1e-5
+    widths, scales, norms, eps, all_eps = [], [], [], 1e-5, set()
     i = 0
     while i < len(layers):
         kind, m = layers[i]
@@ -123,10 +123,11 @@ def _native_plan(layers) -> tuple | None:
         has_norm = i < len(layers) and layers[i][0] == "layernorm"
         if has_norm:
             eps = float(layers[i][1].eps)
+            all_eps.add(eps)
             i += 1
         scales.append(1.0 / (1.0 - p) if p > 0 else 0.0)
         norms.append(has_norm)
-    if len(set(norms)) > 1:
+    if len(set(norms)) > 1 or len(all_eps) > 1:  # the native epoch takes one norm setting and one eps
         return None
     return widths, scales, bool(norms and norms[0]), eps
 
@@ -267,8 +268,8 @@ class FlatMLPTrainer:
             gen.manual_seed(int(rng.integers(2**62)))
         module = native_module.load() if self._wants_native() else None
         if module is not None:
-            x, y = x.contiguous(), y.contiguous()
-            weight = None if weight is None else weight.contiguous()
+            x, y = x.to(torch.float32).contiguous(), y.contiguous()
+            weight = None if weight is None else weight.to(torch.float32).contiguous()
         for _ in range(self.recipe.epochs):
             order, bounds = _minibatches(len(x), self.recipe, rng, select)
             if len(order) == 0:

@@ -150,6 +150,8 @@ def _native_spec(spec: Spec) -> tuple[list[bool], bool, float] | None:
         norms.append(has_norm)
     if i != len(spec) - 1 or spec[i][0] != "linear" or len(set(norms)) > 1:
         return None
+    if len({s[1] for s in spec if s[0] == "layernorm"}) > 1:  # the native passes take one eps
+        return None
     return dropout, bool(norms and norms[0]), eps
 
 
@@ -166,15 +168,19 @@ class _Grads:
     _compiled = None
     compile_error: str | None = None
     last = "eager"
+    native_missed: str | None = None  # why the last call did not run natively although it applied
 
     @classmethod
     def call(cls, compile: bool, *args, workspace: list | None = None) -> list[torch.Tensor]:
         """The gradients; ``workspace``: a list the caller keeps for the steps of one training
         (empty at first), where the native path keeps its activation buffers."""
         spec, supervised, params, x, y, weight, masks = args
+        cls.native_missed = None
         if supervised and params[0].device.type == "cpu" and native.enabled():
             plan = _native_spec(spec)
             module = native.load() if plan is not None and plan[0] else None  # at least one hidden layer
+            if module is None and plan is not None and plan[0]:
+                cls.native_missed = native.unavailable_reason()
             if module is not None:
                 dropout, norm, eps = plan
                 if not masks:  # dropout="off": no masks, every dropout layer is the identity
@@ -215,7 +221,7 @@ def training_label(compile: bool) -> str:
         label = "batched"
     else:
         label = "batched+compile" if _Grads.compile_error is None else f"batched (compile failed: {_Grads.compile_error})"
-    why = native.unavailable_reason() if native.enabled() else None
+    why = _Grads.native_missed
     return label if why is None else f"{label} (native unavailable: {why})"
 
 
