@@ -33,7 +33,9 @@ DVRL's REINFORCE trajectory is sensitive to float rounding: the native and the P
 inner steps agree to ~1e-5 in every fit's probabilities, yet over 10 seeds of exp1 at 300
 iterations their values had Spearman >= 0.99 on 4 seeds and parted on the others; 3 native
 runs fell to AUROC 0.45-0.73, none of the Python ones (medians 0.878 and 0.875). Changing
-only Adam's rounding (torch's unfused update) parted seed 3 too. Compare DVRL over seeds.
+only the Python step's Adam rounding (torch's unfused update) parted seed 3 and made seed 6
+fall to 0.40 as its native run did: which seeds fall is decided by rounding. Compare DVRL
+over seeds.
 ``compile=True`` pads each minibatch to a fixed size and compiles the whole training
 step into one graph, replayed as a CUDA graph on GPU, where the eager step is bound by
 kernel launches (~60 per step; 0.43 s per outer iteration on an H200). It is off by
