@@ -120,7 +120,7 @@ def test_native_epoch_is_as_close_to_float64_as_the_python_step():
 def test_native_stacked_gradients_are_as_exact_as_the_chain_passes(per_copy, dropout, norm):
     # batched training's gradients (M copies, each its own row weights), against the same
     # passes in float64: the native ones may not be further off than the float32 passes
-    from valbench.training.stacked import MaskStream, StackedNet, _native_spec, _stacked_grads
+    from valbench.training.stacked import MaskStream, StackedNet, _stacked_grads
 
     x, y = data(n=120, d=9)
     model = build_model(Learner("mlp", 9, 3, hidden=(16, 12), dropout=dropout, norm=norm), 0)
@@ -134,7 +134,8 @@ def test_native_stacked_gradients_are_as_exact_as_the_chain_passes(per_copy, dro
         rows = torch.randint(0, len(x), (M, len(x)), generator=g)
         x, y, masks = x[rows], y[rows], [m[rows] for m in masks]
     workspace = [torch.empty(M * len(weight[0]) * 16) for _ in range(5)]  # 2 H + 1, widest hidden layer 16
-    ours = native.load().stacked_grads(params, x, y, weight, masks, *_native_spec(net.spec), workspace)
+    drops, norm_on, eps = native.mlp_plan(net.spec)
+    ours = native.load().stacked_grads(params, x, y, weight, masks, [p > 0 for p in drops], norm_on, eps, workspace)
     f32 = _stacked_grads(net.spec, True, params, x, y, weight, masks or None)
     f64 = _stacked_grads(net.spec, True, [p.double() for p in params], x.double(), y, weight.double(),
                          [m.double() for m in masks] or None)
@@ -220,3 +221,17 @@ def test_batched_label_names_a_failed_build_only_where_native_applied(failed_bui
     ae = build_model(Learner("mlp-autoencoder", 7, 7, hidden=(4,), latent=2), 0)  # native never applies to it
     train_stacked(ae, x, x, torch.arange(len(x)), torch.ones(2, len(x)), supervised=False, recipe=recipe, seed=0)
     assert training_label(False) == "batched"
+
+
+def test_mlp_plan_reads_the_paper_mlp_and_nothing_else():
+    from valbench.training.chain import chain_layers, chain_spec
+
+    def spec(learner):
+        return chain_spec(chain_layers(build_model(learner, 0)))
+
+    assert native.mlp_plan(spec(Learner("mlp", 7, 3, hidden=(8, 6), dropout=0.5))) == ([0.5, 0.5], True, 1e-5)
+    assert native.mlp_plan(spec(Learner("mlp", 7, 3, hidden=(8,), dropout=0.0, norm=False))) == ([0.0], False, 1e-5)
+    assert native.mlp_plan(spec(Learner("mlp-autoencoder", 7, 7, hidden=(4,), latent=2))) is None
+    mixed = (("linear",), ("mish",), ("layernorm", 1e-5), ("linear",), ("mish",), ("layernorm", 1e-3), ("linear",))
+    assert native.mlp_plan(mixed) is None  # the native passes take one eps
+    assert native.mlp_plan((("linear",), ("relu",), ("linear",))) is None

@@ -35,6 +35,7 @@ from valbench.training.mish import mish_derivative, mish_parts
 # ("relu",) | ("tanh",) | ("layernorm", eps)
 Chain = list[tuple]
 Plan = list[tuple[str, nn.Module]]  # (kind, module) per chain layer, from chain_layers
+Spec = tuple[tuple, ...]  # ("linear",) ("dropout", p) ("mish",) ("relu",) ("tanh",) ("layernorm", eps)
 Masks = Callable[[int, int], "torch.Tensor | None"]  # (k-th dropout layer, width) -> scaled mask or None (off)
 
 
@@ -81,6 +82,13 @@ def chain_layers(model: nn.Module) -> Plan:
     if not out or out[-1][0] != "linear":
         raise NotAChain("needs a network that ends in a Linear layer")
     return out
+
+
+def chain_spec(layers: Plan) -> Spec:
+    """The layer sequence of ``chain_layers`` output without its modules: kinds, dropout
+    p and LayerNorm eps."""
+    return tuple(("dropout", float(m.p)) if kind == "dropout" else ("layernorm", float(m.eps))
+                 if kind == "layernorm" else (kind,) for kind, m in layers)
 
 
 def chain_of(layers: Plan, tensors: Callable[[nn.Module], tuple] | None = None) -> Chain:

@@ -39,6 +39,30 @@ _state: dict[str, object] = {}
 STALE_LOCK_S = 600  # a build lock older than this was left by a killed build (builds take ~20-60 s)
 
 
+def mlp_plan(spec: tuple[tuple, ...]) -> tuple[list[float], bool, float] | None:
+    """(dropout p per hidden layer, 0 = none; norm; LayerNorm eps) when the layer sequence
+    ``spec`` (valbench.training.chain.chain_spec) is the MLP the extension trains,
+    [Linear -> (Dropout) -> Mish -> (LayerNorm)] x H -> Linear, with the same norm setting
+    and one eps in every hidden layer; else None."""
+    drops, norms, i = [], [], 0
+    while i < len(spec) - 1:
+        if spec[i][0] != "linear":
+            return None
+        i += 1
+        p = spec[i][1] if spec[i][0] == "dropout" else 0.0
+        i += spec[i][0] == "dropout"
+        if i >= len(spec) or spec[i][0] != "mish":
+            return None
+        i += 1
+        norms.append(i < len(spec) and spec[i][0] == "layernorm")
+        i += norms[-1]
+        drops.append(p)
+    eps = {s[1] for s in spec if s[0] == "layernorm"}
+    if i != len(spec) - 1 or spec[i][0] != "linear" or len(set(norms)) > 1 or len(eps) > 1:
+        return None
+    return drops, bool(norms and norms[0]), eps.pop() if eps else 1e-5
+
+
 def _cpu() -> str:
     """The CPU model and its instruction-set flags (what -march=native compiles for)."""
     try:

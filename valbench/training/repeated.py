@@ -24,9 +24,9 @@ size). :class:`FlatMLPTrainer` trains the paper's MLP (``valbench.training.model
   shapes and the whole step, forward, backward and Adam, is one graph for torch.compile,
   which on CUDA is meant to replay it as a CUDA graph (one launch in place of ~60; the
   eager step is launch-bound there: 0.43 s per DVRL outer iteration on an H200). Not yet
-  run on a GPU: a gpu-marked test checks it when one is at hand. On CPU it does not pay: inductor's fused loops are no faster than
-  these hand-written passes, and the padding rows and per-call overhead make a DVRL outer
-  iteration ~1.3x slower (benchmarks/dvrl_speed.py). If compilation fails, the same padded
+  run on a GPU: a gpu-marked test checks it when one is at hand. On CPU it does not pay:
+  the padding rows and per-call overhead make a DVRL outer iteration ~1.1x slower than the
+  Python step and ~3x slower than the native epoch (benchmarks/dvrl_speed.py). If compilation fails, the same padded
   step runs eagerly (``compile_error`` says why). Values agree with the eager trainer
   within float32 rounding.
 
@@ -52,7 +52,7 @@ from torch import nn
 
 from valbench.training.adam import Adam, adam_update_
 from valbench.training.chain import (NotAChain, chain_backward, chain_forward, chain_layers, chain_of,
-                                         dropout_inputs)
+                                         chain_spec, dropout_inputs)
 from valbench.training import native as native_module
 from valbench.training.models import MLP
 
@@ -99,39 +99,6 @@ def _minibatches(n: int, recipe: MinibatchRecipe, rng: np.random.Generator,
     return perm[keep], np.concatenate([[0], np.cumsum(counts)])
 
 
-def _native_plan(layers) -> tuple | None:
-    """(widths, keep_scale per hidden layer, norm, LayerNorm eps) when the chain is the native
-    epoch's [Linear -> (Dropout) -> Mish -> (LayerNorm)] x H -> Linear; else None."""
-    widths, scales, norms, eps, all_eps = [], [], [], 1e-5, set()
-    i = 0
-    while i < len(layers):
-        kind, m = layers[i]
-        if kind != "linear":
-            return None
-        widths.append(m.in_features)
-        i += 1
-        if i == len(layers):
-            widths.append(m.out_features)
-            break
-        p = 0.0
-        if layers[i][0] == "dropout":
-            p = float(layers[i][1].p)
-            i += 1
-        if i == len(layers) or layers[i][0] != "mish":
-            return None
-        i += 1
-        has_norm = i < len(layers) and layers[i][0] == "layernorm"
-        if has_norm:
-            eps = float(layers[i][1].eps)
-            all_eps.add(eps)
-            i += 1
-        scales.append(1.0 / (1.0 - p) if p > 0 else 0.0)
-        norms.append(has_norm)
-    if len(set(norms)) > 1 or len(all_eps) > 1:  # the native epoch takes one norm setting and one eps
-        return None
-    return widths, scales, bool(norms and norms[0]), eps
-
-
 class FlatMLPTrainer:
     """Trains a ``valbench.training.models.MLP`` (Linear / Dropout / Mish / ReLU / affine-free
     LayerNorm layers) with hand-written gradients (valbench.training.chain
@@ -174,7 +141,10 @@ class FlatMLPTrainer:
         # the native epoch (valbench.training.native) where it can run (CPU, no compile),
         # built on the first fit; native=False: the Python step always
         self.native = native
-        self._native_plan = _native_plan(layers)
+        plan = native_module.mlp_plan(chain_spec(layers))  # (widths, keep scale per hidden layer, norm, eps)
+        self._native_plan = None if plan is None else (
+            [linears[0].in_features] + [m.out_features for m in linears],
+            [1.0 / (1.0 - p) if p > 0 else 0.0 for p in plan[0]], plan[1], plan[2])
         self._native_ran = False
 
     @property

@@ -42,12 +42,11 @@ from torch import nn
 
 from valbench.training import native
 from valbench.training.adam import Adam
-from valbench.training.chain import (Chain, NotAChain, Plan, chain_backward, chain_forward, chain_layers,
-                                    dropout_inputs)
+from valbench.training.chain import (Chain, NotAChain, Plan, Spec, chain_backward, chain_forward, chain_layers,
+                                    chain_spec, dropout_inputs)
 from valbench.seeding import torch_generator
 
 DropoutMode = Literal["shared", "off"]
-Spec = tuple[tuple, ...]  # ("linear",) ("dropout", p) ("mish",) ("relu",) ("tanh",) ("layernorm", eps)
 
 
 class UnsupportedNetwork(ValueError):
@@ -65,9 +64,7 @@ def layer_spec(model: nn.Module) -> tuple[Spec, list[nn.Linear]]:
     """The layer sequence of ``model`` and its Linear layers, in declaration order
     (valbench.training.chain.chain_layers: the same layers, the same checks)."""
     layers = _chain(model)
-    spec = tuple(("dropout", float(m.p)) if kind == "dropout" else ("layernorm", float(m.eps))
-                 if kind == "layernorm" else (kind,) for kind, m in layers)
-    return spec, [m for kind, m in layers if kind == "linear"]
+    return chain_spec(layers), [m for kind, m in layers if kind == "linear"]
 
 
 def _dropout_input_widths(model: nn.Module) -> list[int]:
@@ -129,32 +126,6 @@ def _stacked_grads(spec: Spec, supervised: bool, params: list[torch.Tensor], x: 
     return grads
 
 
-def _native_spec(spec: Spec) -> tuple[list[bool], bool, float] | None:
-    """(dropout per hidden layer, norm, LayerNorm eps) when ``spec`` is the MLP the native
-    gradients support ([Linear -> (Dropout) -> Mish -> (LayerNorm)] x H -> Linear); else None."""
-    dropout, norms, eps, i = [], [], 1e-5, 0
-    while i < len(spec) - 1:
-        if spec[i][0] != "linear":
-            return None
-        i += 1
-        has_drop = spec[i][0] == "dropout"
-        i += has_drop
-        if i >= len(spec) or spec[i][0] != "mish":
-            return None
-        i += 1
-        has_norm = i < len(spec) and spec[i][0] == "layernorm"
-        if has_norm:
-            eps = spec[i][1]
-            i += 1
-        dropout.append(has_drop)
-        norms.append(has_norm)
-    if i != len(spec) - 1 or spec[i][0] != "linear" or len(set(norms)) > 1:
-        return None
-    if len({s[1] for s in spec if s[0] == "layernorm"}) > 1:  # the native passes take one eps
-        return None
-    return dropout, bool(norms and norms[0]), eps
-
-
 class _Grads:
     """The stacked gradients: on CPU for the paper's MLP the native extension
     (valbench.training.native: the same matrix products, each layer's element-wise part in
@@ -171,23 +142,19 @@ class _Grads:
     native_missed: str | None = None  # why the last call did not run natively although it applied
 
     @classmethod
-    def call(cls, compile: bool, *args, workspace: list | None = None) -> list[torch.Tensor]:
+    def call(cls, compile: bool, *args, workspace: list) -> list[torch.Tensor]:
         """The gradients; ``workspace``: a list the caller keeps for the steps of one training
         (empty at first), where the native path keeps its activation buffers."""
         spec, supervised, params, x, y, weight, masks = args
         cls.native_missed = None
-        if supervised and params[0].device.type == "cpu" and native.enabled():
-            plan = _native_spec(spec)
-            module = native.load() if plan is not None and plan[0] else None  # at least one hidden layer
-            if module is None and plan is not None and plan[0]:
-                cls.native_missed = native.unavailable_reason()
+        plan = native.mlp_plan(spec) if supervised and params[0].device.type == "cpu" and native.enabled() else None
+        if plan is not None and plan[0]:  # the native gradients apply (at least one hidden layer)
+            module = native.load()
+            cls.native_missed = None if module is not None else native.unavailable_reason()
             if module is not None:
-                dropout, norm, eps = plan
-                if not masks:  # dropout="off": no masks, every dropout layer is the identity
-                    dropout = [False] * len(dropout)
+                # dropout="off" gives no masks: every dropout layer is then the identity
+                dropout, norm, eps = [p > 0 and bool(masks) for p in plan[0]], plan[1], plan[2]
                 cls.last = "native"
-                if workspace is None:
-                    workspace = []
                 if not workspace:  # 2 H + 1 buffers of (copies, rows, widest hidden layer)
                     size = params[0].shape[0] * weight.shape[1] * max(p.shape[1] for p in params[:-2:2])
                     workspace.extend(torch.empty(size, device=params[0].device) for _ in range(2 * len(dropout) + 1))
