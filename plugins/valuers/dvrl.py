@@ -31,7 +31,7 @@ what makes 2000 x 100 epochs affordable: ~0.1 s per outer iteration on one CPU c
 size (benchmarks/dvrl_speed.py). ``info["trainer"]`` says which trainer ran.
 DVRL's REINFORCE trajectory is sensitive to float rounding: the native and the Python
 inner steps agree to ~1e-5 in every fit's probabilities, yet over 10 seeds of exp1 at 300
-iterations their values had Spearman >= 0.99 on 4 seeds and parted on the others; 3 native
+iterations their values had Spearman >= 0.99 on 3 seeds and parted on the others; 3 native
 runs fell to AUROC 0.45-0.73, none of the Python ones (medians 0.878 and 0.875). Changing
 only the Python step's Adam rounding (torch's unfused update) parted seed 3 and made seed 6
 fall to 0.40 as its native run did: which seeds fall is decided by rounding. Compare DVRL
@@ -39,9 +39,10 @@ over seeds.
 ``compile=True`` pads each minibatch to a fixed size and compiles the whole training
 step into one graph, replayed as a CUDA graph on GPU, where the eager step is bound by
 kernel launches (~60 per step; 0.43 s per outer iteration on an H200). It is off by
-default: on CPU it measured 1.26x *slower* per outer iteration than the eager step
-(benchmarks/dvrl_speed.py: the padding rows and torch.compile's per-call overhead cost
-more than the fused loops save), and it has not yet run on a GPU. If compilation fails the
+default: on CPU it measured ~3x *slower* per outer iteration than the default native
+epoch, and no faster than the Python step (benchmarks/dvrl_speed.py: the padding rows and
+torch.compile's per-call overhead cost more than the fused loops save), and it has not yet
+run on a GPU. If compilation fails the
 same padded step runs eagerly; ``info["trainer"]`` says which ran.
 """
 from __future__ import annotations
